@@ -1,0 +1,13 @@
+//! `daprs-api`: the contract shared by every daprs component.
+//!
+//! - [`spiffe`]: SPIFFE ids (`spiffe://<td>/ns/<ns>/<app-id>`).
+//! - [`proto`]: the gRPC definitions daprs owns, compiled from `api/proto/`.
+//! - [`tls`]: rustls configurations that serve an SVID and verify peers by SPIFFE id.
+//! - [`names`]: well-known names, ports and identities shared by the control plane and sidecars.
+
+pub mod names;
+pub mod proto;
+pub mod spiffe;
+pub mod tls;
+
+pub use spiffe::{SpiffeId, SpiffeIdError};
