@@ -30,7 +30,9 @@ pub enum SpiffeIdError {
     Scheme(String),
     #[error("SPIFFE id {id:?} must have the path /ns/<namespace>/<app-id>, found {path:?}")]
     Path { id: String, path: String },
-    #[error("trust domain {0:?} is invalid: use 1-255 characters of lowercase a-z, 0-9, '.', '-' and '_'")]
+    #[error(
+        "trust domain {0:?} is invalid: use 1-255 characters of lowercase a-z, 0-9, '.', '-' and '_'"
+    )]
     TrustDomain(String),
     #[error("namespace {0:?} is invalid: it must be non-empty and contain no '/'")]
     Namespace(String),
@@ -84,9 +86,9 @@ impl SpiffeId {
 fn validate_trust_domain(td: &str) -> Result<(), SpiffeIdError> {
     let ok = !td.is_empty()
         && td.len() <= MAX_TRUST_DOMAIN_LEN
-        && td
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'));
+        && td.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
+        });
     if ok {
         Ok(())
     } else {
@@ -118,7 +120,10 @@ impl FromStr for SpiffeId {
             id: s.to_owned(),
             path: path.to_owned(),
         };
-        let mut parts = path.strip_prefix("/ns/").ok_or_else(path_error)?.splitn(2, '/');
+        let mut parts = path
+            .strip_prefix("/ns/")
+            .ok_or_else(path_error)?
+            .splitn(2, '/');
         let namespace = parts.next().unwrap_or_default();
         let app_id = parts.next().ok_or_else(path_error)?;
         Self::new(trust_domain, namespace, app_id)
@@ -182,7 +187,9 @@ mod tests {
 
     #[test]
     fn error_messages_say_what_is_allowed() {
-        let err = "spiffe://bad domain/ns/a/b".parse::<SpiffeId>().unwrap_err();
+        let err = "spiffe://bad domain/ns/a/b"
+            .parse::<SpiffeId>()
+            .unwrap_err();
         assert!(err.to_string().contains("lowercase a-z"), "{err}");
     }
 
