@@ -5,8 +5,10 @@
 //! - [`tls`]: rustls configurations that serve an SVID and verify peers by SPIFFE id.
 //! - [`names`]: well-known names, ports and identities shared by the control plane and sidecars.
 
+pub mod duration;
 pub mod names;
 pub mod proto;
+pub mod sentry_client;
 pub mod spiffe;
 pub mod tls;
 
