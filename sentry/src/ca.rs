@@ -145,6 +145,30 @@ fn with_cert<T>(info: &CertInfo, f: impl FnOnce(&X509Certificate<'_>) -> T) -> T
     f(&cert)
 }
 
+fn is_signed_by(child: &CertInfo, parent: &CertInfo) -> bool {
+    with_cert(child, |child| {
+        with_cert(parent, |parent| {
+            child.issuer() == parent.subject()
+                && child.verify_signature(Some(parent.public_key())).is_ok()
+        })
+    })
+}
+
+/// True when the last certificate of `issuer_chain` (PEM) is signed by `root`.
+pub(crate) fn chain_ends_at(issuer_chain: &str, root: &CertificateDer<'_>) -> bool {
+    let Ok(chain) = parse_certs(issuer_chain, "issuer certificate") else {
+        return false;
+    };
+    let Ok(roots) = parse_certs(&pem_of(root), "root") else {
+        return false;
+    };
+    chain
+        .iter()
+        .filter(|c| c.der != roots[0].der)
+        .last()
+        .is_some_and(|top| is_signed_by(top, &roots[0]))
+}
+
 fn check_validity(
     info: &CertInfo,
     what: &'static str,
@@ -219,12 +243,7 @@ impl Authority {
 
         // Each certificate must be signed by the next; the last by an anchor.
         for pair in chain.windows(2) {
-            let signed = with_cert(&pair[0], |child| {
-                with_cert(&pair[1], |parent| {
-                    child.verify_signature(Some(parent.public_key())).is_ok()
-                })
-            });
-            if !signed {
+            if !is_signed_by(&pair[0], &pair[1]) {
                 return Err(BundleError::NotChained {
                     subject: pair[0].subject.clone(),
                     issuer: with_cert(&pair[0], |c| c.issuer().to_string()),
@@ -234,14 +253,7 @@ impl Authority {
         let top = chain.last().expect("chain is non-empty");
         let root = anchors
             .iter()
-            .find(|anchor| {
-                with_cert(top, |child| {
-                    with_cert(anchor, |root| {
-                        child.issuer() == root.subject()
-                            && child.verify_signature(Some(root.public_key())).is_ok()
-                    })
-                })
-            })
+            .find(|anchor| is_signed_by(top, anchor))
             .ok_or_else(|| BundleError::NotChained {
                 subject: top.subject.clone(),
                 issuer: with_cert(top, |c| c.issuer().to_string()),
@@ -389,7 +401,7 @@ fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&bytes)
 }
 
-fn pem_of(der: &CertificateDer<'_>) -> String {
+pub(crate) fn pem_of(der: &CertificateDer<'_>) -> String {
     use base64::Engine;
     let body = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
     let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");

@@ -5,3 +5,4 @@
 
 pub mod ca;
 pub mod csr;
+pub mod rotation;
