@@ -4,5 +4,7 @@
 //! validator has authenticated the caller, and keeps its own CA alive by rotating it.
 
 pub mod ca;
+pub mod config;
 pub mod csr;
 pub mod rotation;
+pub mod store;

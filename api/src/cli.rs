@@ -1,0 +1,108 @@
+//! What every daprs binary does before its own work: parse flags (exit 64 with one clear line on
+//! a bad flag) and set up logging.
+
+use clap::Parser;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+
+/// Exit code for invalid configuration (BSD `EX_USAGE`).
+pub const EXIT_USAGE: i32 = 64;
+
+/// Parses the process arguments; on a bad flag prints one line naming the flag, the value and
+/// what is allowed, and exits 64. `--help` and `--version` print and exit 0.
+pub fn parse_or_exit<T: Parser>() -> T {
+    match T::try_parse() {
+        Ok(args) => args,
+        Err(err) => match err.kind() {
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => err.exit(),
+            _ => {
+                eprintln!("{}", one_line(&err));
+                std::process::exit(EXIT_USAGE);
+            }
+        },
+    }
+}
+
+/// The first line of clap's message plus what is allowed or suggested.
+pub fn one_line(err: &clap::Error) -> String {
+    let rendered = err.to_string();
+    let mut line = rendered.lines().next().unwrap_or_default().to_owned();
+    let list = |kind| match err.get(kind) {
+        Some(ContextValue::Strings(values)) if !values.is_empty() => Some(values.join(", ")),
+        Some(ContextValue::String(value)) => Some(value.clone()),
+        _ => None,
+    };
+    if let Some(allowed) = list(ContextKind::ValidValue) {
+        line.push_str(&format!(" (allowed: {allowed})"));
+    }
+    if let Some(suggested) = list(ContextKind::SuggestedArg) {
+        line.push_str(&format!(" (did you mean {suggested}?)"));
+    }
+    line
+}
+
+/// Log output settings shared by every binary (`--log-level`, `--log-as-json`).
+#[derive(Clone, Debug, clap::Args)]
+pub struct LogArgs {
+    /// Log level: debug, info, warn, error (or a tracing filter such as `daprs_sentry=debug`).
+    #[arg(long = "log-level", default_value = "info")]
+    pub log_level: String,
+    /// Log as JSON lines.
+    #[arg(long = "log-as-json", default_value_t = false)]
+    pub log_as_json: bool,
+}
+
+impl LogArgs {
+    /// Installs the global tracing subscriber. Call once, early.
+    pub fn init(&self) {
+        let filter = tracing_subscriber::EnvFilter::try_new(&self.log_level)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_target(false);
+        if self.log_as_json {
+            builder.json().flatten_event(true).init();
+        } else {
+            builder.init();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Demo {
+        #[arg(long, default_value_t = 1)]
+        port: u16,
+        #[arg(long, value_enum, default_value = "standalone")]
+        mode: Mode,
+    }
+
+    #[derive(Clone, Debug, clap::ValueEnum)]
+    enum Mode {
+        Standalone,
+        Kubernetes,
+    }
+
+    fn error(args: &[&str]) -> String {
+        one_line(&Demo::try_parse_from(args).unwrap_err())
+    }
+
+    #[test]
+    fn bad_values_name_the_flag_and_what_is_allowed() {
+        let line = error(&["x", "--mode", "cloud"]);
+        assert!(
+            line.contains("--mode") && line.contains("allowed: standalone, kubernetes"),
+            "{line}"
+        );
+        let line = error(&["x", "--port", "abc"]);
+        assert!(line.contains("--port") && line.contains("abc"), "{line}");
+        let line = error(&["x", "--prot", "1"]);
+        assert!(
+            line.contains("--prot") && line.contains("did you mean --port"),
+            "{line}"
+        );
+        assert!(!line.contains('\n'));
+    }
+}
