@@ -8,3 +8,4 @@ pub mod config;
 pub mod csr;
 pub mod rotation;
 pub mod store;
+pub mod validator;
