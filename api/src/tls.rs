@@ -509,5 +509,50 @@ pub fn client_config(
     Ok(config)
 }
 
+/// Longest a client may take to complete its TLS handshake.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A TLS connection accepted by [`tls_incoming`].
+pub type ServerTlsStream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+/// Accepts connections on `listener` and completes TLS handshakes concurrently, yielding the
+/// finished streams (for `tonic`'s `serve_with_incoming`). A failed or slow handshake is
+/// logged and dropped; it never stops the server or delays other clients.
+pub fn tls_incoming(
+    listener: tokio::net::TcpListener,
+    config: Arc<rustls::ServerConfig>,
+) -> tokio_stream::wrappers::ReceiverStream<Result<ServerTlsStream, std::io::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(128);
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        tracing::warn!(%error, "failed to accept a connection");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = tx.closed() => return,
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,381 @@
+//! Keeps sentry's CA current: loads it from the store (generating one when there is none),
+//! takes due rotation steps, reloads on outside changes, and re-issues sentry's own serving
+//! certificate whenever the CA changes or the certificate reaches half its life.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use daprs_api::SpiffeId;
+use daprs_api::tls::{Svid, SvidResolver};
+use time::OffsetDateTime;
+
+use crate::ca::{self, Authority, BundleError, GenerateOptions, IssueRequest, KeyAlgorithm};
+use crate::metrics::Metrics;
+use crate::rotation::{self, RotationPolicy, RotationState, StoredCa};
+use crate::server::CurrentAuthority;
+use crate::store::{CaStore, StoreError};
+
+/// Warn about an expiring CA from this far out (Dapr does the same).
+pub const EXPIRY_WARNING_WINDOW: Duration = Duration::from_secs(30 * 86_400);
+/// Attempts at a write that keeps conflicting with another writer (another sentry replica).
+const MAX_CONFLICT_RETRIES: usize = 5;
+
+/// What stopped the CA from loading.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the CA in {location} cannot be used: {source}")]
+    Invalid {
+        location: String,
+        #[source]
+        source: BundleError,
+    },
+    #[error("failed to issue sentry's own certificate: {0}")]
+    ServingCertificate(String),
+}
+
+/// Source of "now", replaceable in tests.
+pub type Clock = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(OffsetDateTime::now_utc)
+}
+
+/// Everything the manager needs.
+pub struct CaManager {
+    pub store: Box<dyn CaStore>,
+    pub trust_domain: String,
+    pub namespace: String,
+    pub algorithm: KeyAlgorithm,
+    pub ca_ttl: Duration,
+    /// `None` turns automatic rotation off.
+    pub rotation: Option<RotationPolicy>,
+    pub workload_ttl: Duration,
+    pub skew: Duration,
+    pub current: CurrentAuthority,
+    pub serving: SvidResolver,
+    pub metrics: Arc<Metrics>,
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for CaManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaManager")
+            .field("store", &self.store.location())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Result of one reconcile.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Unchanged,
+    Changed,
+}
+
+impl CaManager {
+    fn generate_options(&self) -> GenerateOptions<'_> {
+        GenerateOptions {
+            trust_domain: &self.trust_domain,
+            namespace: &self.namespace,
+            algorithm: self.algorithm,
+            ttl: self.ca_ttl,
+            skew: self.skew,
+        }
+    }
+
+    fn fresh(&self, now: OffsetDateTime) -> Result<StoredCa, ManagerError> {
+        let bundle = ca::generate(&self.generate_options(), now).map_err(|source| {
+            ManagerError::Invalid {
+                location: self.store.location(),
+                source,
+            }
+        })?;
+        Ok(StoredCa {
+            bundle,
+            rotation: Some(RotationState::default()),
+        })
+    }
+
+    /// Loads, repairs and rotates the CA once, retrying write conflicts; swaps in a changed CA.
+    pub async fn reconcile(&self) -> Result<Outcome, ManagerError> {
+        let mut attempt = 0;
+        loop {
+            match self.reconcile_once().await {
+                Err(ManagerError::Store(StoreError::Conflict(what)))
+                    if attempt < MAX_CONFLICT_RETRIES =>
+                {
+                    attempt += 1;
+                    tracing::info!(%what, attempt, "another writer changed the CA; re-reading");
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn reconcile_once(&self) -> Result<Outcome, ManagerError> {
+        let now = (self.clock)();
+        let location = self.store.location();
+        let loaded = self.store.load().await?;
+        let (mut stored, mut dirty) = match loaded.ca {
+            Some(ca) => (ca, loaded.anchors_out_of_date),
+            None => {
+                tracing::info!(%location, trust_domain = %self.trust_domain, algorithm = ?self.algorithm, "no CA found; generating a root and an issuer");
+                (self.fresh(now)?, true)
+            }
+        };
+        let mut authority = match Authority::load(&stored.bundle, now) {
+            Ok(authority) => authority,
+            Err(error @ BundleError::Expired { .. }) if stored.rotation.is_some() => {
+                // Sentry was down past its own CA's life: nothing issued under it is valid.
+                tracing::error!(%location, %error, "the generated CA expired; generating a new one (workloads will need new certificates)");
+                stored = self.fresh(now)?;
+                dirty = true;
+                Authority::load(&stored.bundle, now).map_err(|source| ManagerError::Invalid {
+                    location: location.clone(),
+                    source,
+                })?
+            }
+            Err(source) => return Err(ManagerError::Invalid { location, source }),
+        };
+        if let Some(policy) = &self.rotation {
+            while let Some((next, step)) =
+                rotation::advance(&stored, &authority, policy, &self.generate_options(), now)
+                    .map_err(|source| ManagerError::Invalid {
+                        location: location.clone(),
+                        source,
+                    })?
+            {
+                tracing::info!(%location, ?step, "CA rotation step");
+                self.metrics.ca_rotations.inc();
+                stored = next;
+                dirty = true;
+                authority = Authority::load(&stored.bundle, now).map_err(|source| {
+                    ManagerError::Invalid {
+                        location: location.clone(),
+                        source,
+                    }
+                })?;
+            }
+        }
+        if dirty {
+            self.store.save(&stored, loaded.version.as_deref()).await?;
+        }
+        self.warn_if_expiring(&authority, &stored, now);
+
+        let changed = self
+            .current
+            .get()
+            .is_none_or(|current| current.bundle() != authority.bundle());
+        if !changed {
+            return Ok(Outcome::Unchanged);
+        }
+        self.metrics.issuer_changed.inc();
+        self.metrics
+            .issuer_expiry
+            .set(authority.issuer_not_after().unix_timestamp());
+        self.metrics
+            .root_expiry
+            .set(authority.root_not_after().unix_timestamp());
+        tracing::info!(
+            %location,
+            issuer_expiry = %authority.issuer_not_after(),
+            root_expiry = %authority.root_not_after(),
+            roots = authority.trust_anchor_ders().len(),
+            "CA loaded"
+        );
+        let authority = Arc::new(authority);
+        self.current.set(authority.clone());
+        self.issue_serving_certificate(&authority, now)?;
+        Ok(Outcome::Changed)
+    }
+
+    fn warn_if_expiring(&self, authority: &Authority, stored: &StoredCa, now: OffsetDateTime) {
+        let left = authority.expiry() - now;
+        if left < EXPIRY_WARNING_WINDOW {
+            let fix = if stored.rotation.is_some() && self.rotation.is_some() {
+                "rotation is under way"
+            } else {
+                "this CA is user-supplied or rotation is off: renew it and update the trust bundle"
+            };
+            tracing::warn!(expiry = %authority.expiry(), days_left = left.whole_days(), fix, "the CA expires soon");
+        }
+    }
+
+    /// Issues sentry's own serving certificate (`spiffe://<cp-td>/ns/<ns>/dapr-sentry`).
+    pub fn issue_serving_certificate(
+        &self,
+        authority: &Authority,
+        now: OffsetDateTime,
+    ) -> Result<OffsetDateTime, ManagerError> {
+        let result = (|| {
+            let id = SpiffeId::new(
+                &self.trust_domain,
+                &self.namespace,
+                daprs_api::names::SENTRY_APP_ID,
+            )
+            .map_err(|e| e.to_string())?;
+            let key =
+                rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(|e| e.to_string())?;
+            let issued = authority
+                .issue(
+                    &IssueRequest {
+                        id: &id,
+                        public_key: &key,
+                        dns_names: &[],
+                        ttl: self.workload_ttl,
+                        skew: self.skew,
+                    },
+                    now,
+                )
+                .map_err(|e| e.to_string())?;
+            let svid = Svid::from_pem(issued.chain_pem.as_bytes(), key.serialize_pem().as_bytes())
+                .map_err(|e| e.to_string())?;
+            self.serving.set(svid);
+            Ok::<_, String>(issued.not_after)
+        })();
+        result.map_err(|e| {
+            self.metrics
+                .servercert_issue_failed
+                .get_or_create(&crate::metrics::ReasonLabel {
+                    reason: "sign".into(),
+                })
+                .inc();
+            ManagerError::ServingCertificate(e)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CredentialNames;
+    use crate::store::FileStore;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn manager(dir: &std::path::Path, clock: Clock, rotation: Option<RotationPolicy>) -> CaManager {
+        CaManager {
+            store: Box::new(FileStore {
+                dir: dir.to_owned(),
+                names: CredentialNames::default(),
+            }),
+            trust_domain: "localhost".into(),
+            namespace: "default".into(),
+            algorithm: KeyAlgorithm::Ed25519,
+            ca_ttl: 10 * HOUR,
+            rotation,
+            workload_ttl: HOUR,
+            skew: Duration::from_secs(60),
+            current: CurrentAuthority::default(),
+            serving: SvidResolver::default(),
+            metrics: Arc::default(),
+            clock,
+        }
+    }
+
+    #[tokio::test]
+    async fn generates_once_then_reuses_the_stored_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(dir.path(), system_clock(), None);
+        assert_eq!(m.reconcile().await.unwrap(), Outcome::Changed);
+        let first = std::fs::read_to_string(dir.path().join("ca.crt")).unwrap();
+        assert!(m.current.get().is_some());
+        assert_eq!(m.reconcile().await.unwrap(), Outcome::Unchanged);
+
+        // A second sentry on the same folder (a restart) reuses it.
+        let again = manager(dir.path(), system_clock(), None);
+        again.reconcile().await.unwrap();
+        assert_eq!(again.current.get().unwrap().trust_anchors_pem(), first);
+    }
+
+    #[tokio::test]
+    async fn picks_up_credentials_replaced_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(dir.path(), system_clock(), None);
+        m.reconcile().await.unwrap();
+        let before = m.current.get().unwrap().bundle().clone();
+        let other = tempfile::tempdir().unwrap();
+        manager(other.path(), system_clock(), None)
+            .reconcile()
+            .await
+            .unwrap();
+        for f in ["ca.crt", "issuer.crt", "issuer.key"] {
+            std::fs::copy(other.path().join(f), dir.path().join(f)).unwrap();
+        }
+        assert_eq!(m.reconcile().await.unwrap(), Outcome::Changed);
+        assert_ne!(m.current.get().unwrap().bundle(), &before);
+        assert_eq!(m.metrics.issuer_changed.get(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_broken_user_ca_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        manager(a.path(), system_clock(), None)
+            .reconcile()
+            .await
+            .unwrap();
+        manager(b.path(), system_clock(), None)
+            .reconcile()
+            .await
+            .unwrap();
+        std::fs::copy(a.path().join("ca.crt"), dir.path().join("ca.crt")).unwrap();
+        std::fs::copy(a.path().join("issuer.crt"), dir.path().join("issuer.crt")).unwrap();
+        std::fs::copy(b.path().join("issuer.key"), dir.path().join("issuer.key")).unwrap();
+        let key_before = std::fs::read(dir.path().join("issuer.key")).unwrap();
+        let err = manager(dir.path(), system_clock(), None)
+            .reconcile()
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("does not match the issuer certificate"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join("issuer.key")).unwrap(),
+            key_before
+        );
+    }
+
+    /// Paused tokio time drives the clock: the manager, reconciling every simulated 5 minutes,
+    /// rotates its CA and keeps its own serving certificate valid the whole time.
+    #[tokio::test(start_paused = true)]
+    async fn rotates_under_paused_time_and_keeps_serving() {
+        let dir = tempfile::tempdir().unwrap();
+        let origin = OffsetDateTime::now_utc();
+        let started = tokio::time::Instant::now();
+        let clock: Clock = Arc::new(move || origin + started.elapsed());
+        let policy = RotationPolicy {
+            rotate_before: 3 * HOUR,
+            propagation_delay: Duration::from_secs(600),
+            workload_ttl: HOUR,
+            skew: Duration::from_secs(60),
+        };
+        let m = manager(dir.path(), clock.clone(), Some(policy));
+        m.reconcile().await.unwrap();
+        let first_root = m.current.get().unwrap().trust_anchors_pem().to_owned();
+        let mut max_roots = 1;
+        for _ in 0..(12 * 9) {
+            tokio::time::sleep(Duration::from_secs(300)).await;
+            m.reconcile().await.unwrap();
+            let authority = m.current.get().unwrap();
+            max_roots = max_roots.max(authority.trust_anchor_ders().len());
+            assert!(
+                authority.expiry() > clock(),
+                "the active CA is always valid"
+            );
+        }
+        let last = m.current.get().unwrap();
+        assert_eq!(max_roots, 2, "old and new roots overlapped");
+        assert!(
+            !last.trust_anchors_pem().contains(first_root.trim()),
+            "the first root was retired"
+        );
+        assert_eq!(m.metrics.ca_rotations.get(), 3);
+    }
+}
