@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every test daprs has, on a fresh machine too: it installs or builds what is missing
+# (the Kubernetes binaries for the real-cluster tests are built from Go modules and cached
+# under ~/.cache/daprs), then runs formatting checks and the whole Cargo test suite, including
+# the end-to-end tests against a real kube-apiserver.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+die() { printf 'test: error: %s\n' "$*" >&2; exit 1; }
+
+command -v cargo >/dev/null || die "cargo is not installed; install Rust (https://rustup.rs) and rerun"
+command -v go >/dev/null || die "go is not installed; the real-cluster tests build Kubernetes from Go modules: install Go >= 1.26 and rerun"
+
+step "Kubernetes binaries for the e2e tests (cached after the first run)"
+DAPRS_K8S_BIN=$(scripts/k8s-binaries.sh | tail -n 1)
+[ -x "$DAPRS_K8S_BIN/kube-apiserver" ] || die "scripts/k8s-binaries.sh did not produce kube-apiserver in '$DAPRS_K8S_BIN'"
+export DAPRS_K8S_BIN
+
+step "formatting"
+cargo fmt --all -- --check || die "code is not formatted: run 'cargo fmt --all'"
+
+step "tests (unit, integration, real TLS, real Kubernetes API server)"
+cargo test --workspace --all-targets --locked
