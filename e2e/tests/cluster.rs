@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use daprs_e2e::{Cluster, TEMP_NS_LABEL, with_temp_ns};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ServiceAccount};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
@@ -84,6 +84,46 @@ async fn kubectl_talks_to_the_cluster_through_the_kubeconfig() {
     let pinned = pinned_kubernetes_version();
     assert_eq!(version["clientVersion"]["gitVersion"], pinned, "{version}");
     assert_eq!(version["serverVersion"]["gitVersion"], pinned, "{version}");
+}
+
+#[tokio::test]
+async fn helm_installs_a_chart_into_the_cluster() {
+    let cluster = Cluster::shared().await;
+    with_temp_ns(|client, ns| async move {
+        let chart = tempfile::tempdir().expect("a temp dir");
+        std::fs::create_dir(chart.path().join("templates")).expect("templates dir");
+        std::fs::write(
+            chart.path().join("Chart.yaml"),
+            "apiVersion: v2\nname: e2e\nversion: 0.1.0\n",
+        )
+        .expect("Chart.yaml");
+        std::fs::write(
+            chart.path().join("templates/cm.yaml"),
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cm\ndata:\n  kube: {{ .Capabilities.KubeVersion.Version | quote }}\n",
+        )
+        .expect("template");
+        let out = tokio::process::Command::from(cluster.helm())
+            .args(["install", "demo", "--namespace", ns.name(), "--wait"])
+            .arg(chart.path())
+            .output()
+            .await
+            .expect("helm runs");
+        assert!(
+            out.status.success(),
+            "helm install failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cm = Api::<ConfigMap>::namespaced(client, ns.name())
+            .get("demo-cm")
+            .await
+            .expect("the chart's ConfigMap exists");
+        // helm asked the real API server for its version.
+        assert_eq!(
+            cm.data.unwrap_or_default().get("kube").map(String::as_str),
+            Some(pinned_kubernetes_version())
+        );
+    })
+    .await;
 }
 
 #[tokio::test]
