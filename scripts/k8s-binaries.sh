@@ -21,7 +21,9 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 log() { printf 'k8s-binaries: %s\n' "$*" >&2; }
 die() {
-	printf 'k8s-binaries: error: %s\n' "$@" >&2
+	printf 'k8s-binaries: error: %s\n' "$1" >&2
+	shift
+	[[ $# -eq 0 ]] || printf 'k8s-binaries:   %s\n' "$@" >&2
 	exit 1
 }
 
@@ -51,7 +53,7 @@ log "to build: ${missing[*]} (Kubernetes $KUBERNETES_VERSION, helm $HELM_VERSION
 
 command -v go >/dev/null 2>&1 ||
 	die "Go is not on PATH; Go >= $GO_MIN_VERSION is needed to build the e2e Kubernetes binaries." \
-		"Install it (https://go.dev/doc/install) and run scripts/k8s-binaries.sh again," \
+		"Install it (Debian bookworm's golang package is too old: use an official Go release) and run scripts/k8s-binaries.sh again," \
 		"or point DAPRS_K8S_BIN at a directory holding etcd, kube-apiserver, kube-controller-manager, kubectl and helm."
 go_version=$(go env GOVERSION)
 go_version=${go_version#go}
@@ -113,6 +115,12 @@ ldflags_for() {
 }
 
 mkdir -p "$bin_dir" "$GOMODCACHE" "$GOCACHE"
+# One build at a time (parallel test binaries may all call this); the others wait, then
+# find the binaries in place.
+if command -v flock >/dev/null 2>&1; then
+	exec 9>"$cache_root/.build.lock"
+	flock 9
+fi
 work=$(mktemp -d "$cache_root/build.XXXXXX")
 heartbeat_pid=
 cleanup() {

@@ -110,6 +110,14 @@ impl Connection {
         config
     }
 
+    /// Writes a kubeconfig for this cluster that authenticates with the bearer `token`, e.g.
+    /// to start a binary as a service account (`KUBECONFIG=<path>`) or to run kubectl as one.
+    pub fn write_kubeconfig_with_token(&self, token: &str, path: &Path) -> Result<()> {
+        let user = format!("    token: {token}\n");
+        std::fs::write(path, kubeconfig_yaml(&self.server, &self.ca_pem, &user))
+            .with_context(|| format!("failed to write {}", path.display()))
+    }
+
     /// A client that authenticates with the bearer `token`.
     ///
     /// # Panics
@@ -461,6 +469,11 @@ fn write_files(dir: &Path, pki: &Pki, server: &str) -> Result<Files> {
         std::fs::write(path, contents)
             .with_context(|| format!("failed to write {}", path.display()))
     };
+    let admin_user = format!(
+        "    client-certificate-data: {}\n    client-key-data: {}\n",
+        BASE64.encode(&pki.admin.cert_pem),
+        BASE64.encode(&pki.admin.key_pem),
+    );
     write(&files.ca_cert, &pki.ca_pem)?;
     write(&files.serving_cert, &pki.serving.cert_pem)?;
     write(&files.serving_key, &pki.serving.key_pem)?;
@@ -468,13 +481,14 @@ fn write_files(dir: &Path, pki: &Pki, server: &str) -> Result<Files> {
     write(&files.sa_public, &pki.service_account_public_pem)?;
     write(
         &files.kubeconfig,
-        &kubeconfig_yaml(&pki.ca_pem, &pki.admin, server),
+        &kubeconfig_yaml(server, &pki.ca_pem, &admin_user),
     )?;
     Ok(files)
 }
 
-/// A self-contained kubeconfig (certificates inline) for the admin user.
-fn kubeconfig_yaml(ca_pem: &str, admin: &CertifiedKey, server: &str) -> String {
+/// A self-contained kubeconfig (CA inline) whose one user has the `user` fields (indented
+/// YAML lines).
+fn kubeconfig_yaml(server: &str, ca_pem: &str, user: &str) -> String {
     format!(
         "apiVersion: v1
 kind: Config
@@ -484,21 +498,17 @@ clusters:
     server: {server}
     certificate-authority-data: {ca}
 users:
-- name: daprs-e2e-admin
+- name: daprs-e2e
   user:
-    client-certificate-data: {cert}
-    client-key-data: {key}
-contexts:
+{user}contexts:
 - name: daprs-e2e
   context:
     cluster: daprs-e2e
-    user: daprs-e2e-admin
+    user: daprs-e2e
     namespace: default
 current-context: daprs-e2e
 ",
         ca = BASE64.encode(ca_pem),
-        cert = BASE64.encode(&admin.cert_pem),
-        key = BASE64.encode(&admin.key_pem),
     )
 }
 

@@ -268,7 +268,8 @@ async fn a_pod_bound_token_authenticates_until_the_pod_is_deleted() {
 
 #[tokio::test]
 async fn a_service_account_client_has_only_what_rbac_grants() {
-    with_temp_ns(|client, ns| async move {
+    let cluster = Cluster::shared().await;
+    with_temp_ns(|_client, ns| async move {
         let sa: ServiceAccount = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "reader"}
         }))
@@ -311,7 +312,42 @@ async fn a_service_account_client_has_only_what_rbac_grants() {
             async move { pods.list(&ListParams::default()).await.ok() }
         })
         .await;
-        drop(client);
+
+        // The same account through a kubeconfig, as a binary or kubectl would use it.
+        let token = ns
+            .connection()
+            .service_account_token(ns.name(), "reader", &[])
+            .await
+            .expect("a token");
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        ns.connection()
+            .write_kubeconfig_with_token(&token, &kubeconfig)
+            .expect("write the kubeconfig");
+        let out = tokio::process::Command::from(cluster.kubectl())
+            .env("KUBECONFIG", &kubeconfig)
+            .args(["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"])
+            .output()
+            .await
+            .expect("kubectl runs");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("system:serviceaccount:{}:reader", ns.name()),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = tokio::process::Command::from(cluster.kubectl())
+            .env("KUBECONFIG", &kubeconfig)
+            .args(["get", "secrets", "-n", ns.name()])
+            .output()
+            .await
+            .expect("kubectl runs");
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Forbidden"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     })
     .await;
 }
