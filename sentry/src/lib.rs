@@ -146,13 +146,51 @@ async fn mtls_settings(
     Ok(settings)
 }
 
+/// What sentry takes from its surroundings rather than its flags.
+#[derive(Clone)]
+pub struct Environment {
+    /// sentry's namespace (env `NAMESPACE`).
+    pub namespace: String,
+    /// The API server client (kubernetes mode), with sentry's own credentials.
+    pub client: Option<kube::Client>,
+}
+
+impl std::fmt::Debug for Environment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Environment")
+            .field("namespace", &self.namespace)
+            .field("client", &self.client.is_some())
+            .finish()
+    }
+}
+
+impl Environment {
+    /// `NAMESPACE` from the environment and, in kubernetes mode, the in-cluster or
+    /// `KUBECONFIG` credentials.
+    pub async fn from_process(mode: Mode) -> Result<Self, Error> {
+        let namespace = namespace(mode)?;
+        let client = match mode {
+            Mode::Kubernetes => Some(kube::Client::try_default().await.map_err(Error::Kube)?),
+            Mode::Standalone => None,
+        };
+        Ok(Self { namespace, client })
+    }
+}
+
 /// Binds every port, then starts the CA and the servers in the background.
 pub async fn start(args: Args) -> Result<Running, Error> {
-    let namespace = namespace(args.mode)?;
-    let client = match args.mode {
-        Mode::Kubernetes => Some(kube::Client::try_default().await.map_err(Error::Kube)?),
-        Mode::Standalone => None,
-    };
+    let environment = Environment::from_process(args.mode).await?;
+    start_in(args, environment).await
+}
+
+/// [`start`] with an explicit environment (tests run sentry in-process with a given client).
+pub async fn start_in(args: Args, environment: Environment) -> Result<Running, Error> {
+    let Environment { namespace, client } = environment;
+    if args.mode == Mode::Kubernetes && client.is_none() {
+        return Err(Error::Config(
+            "kubernetes mode needs an API server client".into(),
+        ));
+    }
     let settings = mtls_settings(&args, client.as_ref(), &namespace).await?;
     let workload_ttl = settings.workload_cert_ttl.unwrap_or(args.workload_cert_ttl);
     let skew = settings

@@ -1,0 +1,567 @@
+//! sentry in kubernetes mode against the real API server, running with the credentials of its
+//! own ServiceAccount and only the RBAC in `fixtures/sentry-rbac.yaml`: every case of the
+//! kubernetes validator, the trust bundle it creates and reuses, and clear failures without RBAC.
+
+use std::time::Duration;
+
+use clap::Parser;
+use daprs_api::proto::sentry::TokenValidator;
+use daprs_api::sentry_client::{self, SentryClientError, SvidRequest};
+use daprs_api::tls::TrustAnchors;
+use daprs_e2e::{Cluster, TempNs};
+use daprs_sentry::config::{Args, CredentialNames};
+use daprs_sentry::validator::Validator;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+const CP_TD: &str = "cluster.local";
+
+fn audience(cp_ns: &str) -> String {
+    daprs_api::names::sentry_audience(CP_TD, cp_ns)
+}
+
+async fn kubectl(cluster: &Cluster, args: &[&str], stdin: Option<String>) -> String {
+    let mut cmd = tokio::process::Command::from(cluster.kubectl());
+    cmd.args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("kubectl runs");
+    if let Some(input) = stdin {
+        use tokio::io::AsyncWriteExt;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .await
+            .unwrap();
+    }
+    let out = child.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Grants sentry's RBAC in `ns`; returns the ClusterRole name to delete afterwards.
+async fn grant_sentry_rbac(cluster: &Cluster, ns: &str) -> String {
+    let cluster_role = format!("daprs-sentry-{ns}");
+    let manifest = include_str!("../fixtures/sentry-rbac.yaml")
+        .replace("CLUSTER_ROLE", &cluster_role)
+        .replace("NAMESPACE", ns);
+    kubectl(cluster, &["apply", "-f", "-"], Some(manifest)).await;
+    cluster_role
+}
+
+/// The `configurations.dapr.io` CRD, minimal until the operator ships the real one.
+async fn ensure_configuration_crd(cluster: &Cluster) {
+    let crd = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: configurations.dapr.io
+spec:
+  group: dapr.io
+  scope: Namespaced
+  names: {kind: Configuration, plural: configurations, singular: configuration, listKind: ConfigurationList}
+  versions:
+    - name: v1alpha1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+"#;
+    kubectl(cluster, &["apply", "-f", "-"], Some(crd.to_owned())).await;
+    kubectl(
+        cluster,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/configurations.dapr.io",
+        ],
+        None,
+    )
+    .await;
+}
+
+/// A control plane (sentry in its own namespace, with its own ServiceAccount's token) and a
+/// namespace for apps.
+struct Fixture {
+    cluster: &'static Cluster,
+    cp: TempNs,
+    apps: TempNs,
+    cluster_role: String,
+    sentry: Option<daprs_sentry::Running>,
+}
+
+impl Fixture {
+    async fn new() -> Self {
+        daprs_api::tls::install_default_provider();
+        let cluster = Cluster::shared().await;
+        let cp = TempNs::create(cluster.connection()).await.unwrap();
+        let apps = TempNs::create(cluster.connection()).await.unwrap();
+        let cluster_role = grant_sentry_rbac(cluster, cp.name()).await;
+        let mut fixture = Self {
+            cluster,
+            cp,
+            apps,
+            cluster_role,
+            sentry: None,
+        };
+        fixture.start_sentry().await;
+        fixture
+    }
+
+    async fn sentry_client(&self) -> kube::Client {
+        // RBAC takes a moment to reach the authorizer's cache: wait until TokenReview is allowed.
+        let client = self
+            .cp
+            .client_for_service_account("dapr-sentry")
+            .await
+            .unwrap();
+        for _ in 0..100 {
+            let reviews: Api<k8s_openapi::api::authentication::v1::TokenReview> =
+                Api::all(client.clone());
+            let probe = k8s_openapi::api::authentication::v1::TokenReview {
+                spec: k8s_openapi::api::authentication::v1::TokenReviewSpec {
+                    token: Some("x".into()),
+                    audiences: None,
+                },
+                ..Default::default()
+            };
+            if reviews.create(&PostParams::default(), &probe).await.is_ok() {
+                return client;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("sentry's RBAC never took effect");
+    }
+
+    async fn start_sentry(&mut self) {
+        let args = Args::parse_from([
+            "sentry",
+            "--mode",
+            "kubernetes",
+            "--trust-domain",
+            CP_TD,
+            "--listen-address",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--healthz-listen-address",
+            "127.0.0.1",
+            "--healthz-port",
+            "0",
+            "--enable-metrics=false",
+        ]);
+        let environment = daprs_sentry::Environment {
+            namespace: self.cp.name().to_owned(),
+            client: Some(self.sentry_client().await),
+        };
+        let running = daprs_sentry::start_in(args, environment).await.unwrap();
+        let url = format!("http://{}/healthz", running.healthz_addr);
+        for _ in 0..200 {
+            if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
+                self.sentry = Some(running);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("sentry did not become ready");
+    }
+
+    async fn stop_sentry(&mut self) {
+        if let Some(sentry) = self.sentry.take() {
+            sentry.stop().await.unwrap();
+        }
+    }
+
+    /// The trust anchors as workloads see them: the published ConfigMap.
+    async fn published_anchors(&self) -> String {
+        let cms: Api<ConfigMap> = Api::namespaced(self.cluster.client(), self.cp.name());
+        cms.get("dapr-trust-bundle").await.unwrap().data.unwrap()["ca.crt"].clone()
+    }
+
+    async fn request(
+        &self,
+        id: &str,
+        namespace: &str,
+        token: &str,
+    ) -> Result<String, SentryClientError> {
+        let anchors = TrustAnchors::from_pem(self.published_anchors().await.as_bytes()).unwrap();
+        let sentry_id = audience(self.cp.name()).parse().unwrap();
+        let addr = self.sentry.as_ref().unwrap().grpc_addr.to_string();
+        let channel = sentry_client::sentry_channel(&addr, anchors, sentry_id).unwrap();
+        let issued = sentry_client::request_svid(
+            channel,
+            &SvidRequest {
+                app_id: id.into(),
+                namespace: namespace.into(),
+                token: token.into(),
+                validator: TokenValidator::Kubernetes,
+                ..Default::default()
+            },
+        )
+        .await?;
+        Ok(issued.svid.id.to_string())
+    }
+
+    async fn create_pod(
+        &self,
+        ns: &TempNs,
+        name: &str,
+        service_account: &str,
+        annotations: serde_json::Value,
+    ) -> Pod {
+        if service_account != "default" {
+            let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+                Api::namespaced(ns.client(), ns.name());
+            let sa =
+                serde_json::from_value(json!({"metadata": {"name": service_account}})).unwrap();
+            let _ = sas.create(&PostParams::default(), &sa).await;
+        }
+        let pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "annotations": annotations},
+            "spec": {"serviceAccountName": service_account, "containers": [{"name": "app", "image": "example.invalid/app:1"}]}
+        }))
+        .unwrap();
+        let pods: Api<Pod> = Api::namespaced(ns.client(), ns.name());
+        pods.create(&PostParams::default(), &pod).await.unwrap()
+    }
+
+    async fn pod_token(&self, pod: &Pod) -> String {
+        let aud = audience(self.cp.name());
+        self.cluster
+            .connection()
+            .pod_token(pod, &[&aud], None)
+            .await
+            .unwrap()
+    }
+
+    async fn cleanup(mut self) {
+        self.stop_sentry().await;
+        kubectl(
+            self.cluster,
+            &[
+                "delete",
+                "clusterrole,clusterrolebinding",
+                &self.cluster_role,
+                "--ignore-not-found",
+            ],
+            None,
+        )
+        .await;
+    }
+}
+
+fn refused(result: Result<String, SentryClientError>, code: tonic::Code, needle: &str) {
+    match result {
+        Err(SentryClientError::Sign { code: got, message }) => {
+            assert_eq!(got, code, "{message}");
+            assert!(
+                message.contains(needle),
+                "{message:?} should mention {needle:?}"
+            );
+        }
+        other => panic!("expected {code:?} mentioning {needle:?}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_pod_bound_token_for_the_right_pod_and_app_id_gets_a_certificate() {
+    let f = Fixture::new().await;
+    let pod = f
+        .create_pod(
+            &f.apps,
+            "orders-6b7c9",
+            "default",
+            json!({"dapr.io/app-id": "orders"}),
+        )
+        .await;
+    let token = f.pod_token(&pod).await;
+    let id = f.request("orders", f.apps.name(), &token).await.unwrap();
+    assert_eq!(id, format!("spiffe://public/ns/{}/orders", f.apps.name()));
+    f.cleanup().await;
+}
+
+#[tokio::test]
+async fn wrong_audience_unbound_token_other_namespace_and_wrong_app_id_are_refused() {
+    let f = Fixture::new().await;
+    let pod = f
+        .create_pod(
+            &f.apps,
+            "orders-1",
+            "default",
+            json!({"dapr.io/app-id": "orders"}),
+        )
+        .await;
+    let conn = f.cluster.connection();
+    let apps = f.apps.name();
+
+    let wrong_audience = conn
+        .pod_token(&pod, &["https://example.invalid"], None)
+        .await
+        .unwrap();
+    refused(
+        f.request("orders", apps, &wrong_audience).await,
+        tonic::Code::PermissionDenied,
+        "not authenticated for audience",
+    );
+
+    let unbound = conn
+        .service_account_token(apps, "default", &[&audience(f.cp.name())])
+        .await
+        .unwrap();
+    refused(
+        f.request("orders", apps, &unbound).await,
+        tonic::Code::PermissionDenied,
+        "not bound to a pod",
+    );
+
+    let token = f.pod_token(&pod).await;
+    refused(
+        f.request("orders", f.cp.name(), &token).await,
+        tonic::Code::PermissionDenied,
+        "belongs to namespace",
+    );
+    refused(
+        f.request("payments", apps, &token).await,
+        tonic::Code::PermissionDenied,
+        "app id mismatch",
+    );
+    refused(
+        f.request("orders", apps, "").await,
+        tonic::Code::PermissionDenied,
+        "no token was sent",
+    );
+    f.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_deleted_pods_token_is_refused() {
+    let f = Fixture::new().await;
+    let pod = f
+        .create_pod(
+            &f.apps,
+            "short-lived",
+            "default",
+            json!({"dapr.io/app-id": "short"}),
+        )
+        .await;
+    let token = f.pod_token(&pod).await;
+    let pods: Api<Pod> = Api::namespaced(f.apps.client(), f.apps.name());
+    pods.delete("short-lived", &DeleteParams::default())
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if pods.get_opt("short-lived").await.unwrap().is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let result = f.request("short", f.apps.name(), &token).await;
+    refused(result, tonic::Code::PermissionDenied, "invalidated");
+    f.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_expired_token_is_refused() {
+    let f = Fixture::new().await;
+    let pod = f
+        .create_pod(
+            &f.apps,
+            "orders-2",
+            "default",
+            json!({"dapr.io/app-id": "orders"}),
+        )
+        .await;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let claims = json!({
+        "iss": daprs_e2e::SERVICE_ACCOUNT_ISSUER,
+        "sub": format!("system:serviceaccount:{}:default", f.apps.name()),
+        "aud": [audience(f.cp.name())],
+        "iat": now - 7200, "nbf": now - 7200, "exp": now - 3600,
+        "kubernetes.io": {"namespace": f.apps.name(),
+            "pod": {"name": "orders-2", "uid": pod.uid().unwrap()},
+            "serviceaccount": {"name": "default", "uid": "unknown"}},
+    });
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(
+        f.cluster.service_account_signing_key_pem().as_bytes(),
+    )
+    .unwrap();
+    let expired = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+        &claims,
+        &key,
+    )
+    .unwrap();
+    refused(
+        f.request("orders", f.apps.name(), &expired).await,
+        tonic::Code::PermissionDenied,
+        "not authenticated",
+    );
+    f.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_apps_configuration_sets_the_trust_domain() {
+    let f = Fixture::new().await;
+    ensure_configuration_crd(f.cluster).await;
+    let pod = f
+        .create_pod(
+            &f.apps,
+            "orders-3",
+            "default",
+            json!({"dapr.io/app-id": "orders", "dapr.io/config": "appconfig"}),
+        )
+        .await;
+    let token = f.pod_token(&pod).await;
+    refused(
+        f.request("orders", f.apps.name(), &token).await,
+        tonic::Code::PermissionDenied,
+        "appconfig named by the pod's dapr.io/config annotation does not exist",
+    );
+    f.apps
+        .accepts(&json!({"apiVersion": "dapr.io/v1alpha1", "kind": "Configuration", "metadata": {"name": "appconfig"},
+            "spec": {"accessControl": {"trustDomain": "shop.example"}}}))
+        .await;
+    let id = f.request("orders", f.apps.name(), &token).await.unwrap();
+    assert_eq!(
+        id,
+        format!("spiffe://shop.example/ns/{}/orders", f.apps.name())
+    );
+    f.cleanup().await;
+}
+
+#[tokio::test]
+async fn control_plane_pods_get_control_plane_identities() {
+    let f = Fixture::new().await;
+    let operator = f
+        .create_pod(
+            &f.cp,
+            "dapr-operator-0",
+            "dapr-operator",
+            json!({"dapr.io/control-plane": "operator"}),
+        )
+        .await;
+    let token = f.pod_token(&operator).await;
+    let id = f
+        .request("dapr-operator", f.cp.name(), &token)
+        .await
+        .unwrap();
+    assert_eq!(
+        id,
+        format!("spiffe://{CP_TD}/ns/{}/dapr-operator", f.cp.name())
+    );
+
+    let outside = f
+        .create_pod(
+            &f.apps,
+            "fake-operator",
+            "default",
+            json!({"dapr.io/control-plane": "operator"}),
+        )
+        .await;
+    let token = f.pod_token(&outside).await;
+    refused(
+        f.request("dapr-operator", f.apps.name(), &token).await,
+        tonic::Code::PermissionDenied,
+        "not in the control-plane namespace",
+    );
+    f.cleanup().await;
+}
+
+#[tokio::test]
+async fn sentry_creates_the_trust_bundle_and_reuses_it_after_a_restart() {
+    let mut f = Fixture::new().await;
+    let secrets: Api<Secret> = Api::namespaced(f.cluster.client(), f.cp.name());
+    let secret = secrets.get("dapr-trust-bundle").await.unwrap();
+    let data = secret.data.clone().unwrap();
+    for key in ["ca.crt", "issuer.crt", "issuer.key"] {
+        assert!(data.contains_key(key), "Secret lacks {key}");
+    }
+    let anchors = String::from_utf8(data["ca.crt"].0.clone()).unwrap();
+    assert_eq!(
+        f.published_anchors().await,
+        anchors,
+        "ConfigMap publishes the Secret's anchors"
+    );
+
+    f.stop_sentry().await;
+    f.start_sentry().await;
+    let again = secrets.get("dapr-trust-bundle").await.unwrap();
+    assert_eq!(
+        String::from_utf8(again.data.unwrap()["ca.crt"].0.clone()).unwrap(),
+        anchors,
+        "no regeneration"
+    );
+    let pod = f
+        .create_pod(
+            &f.apps,
+            "orders-4",
+            "default",
+            json!({"dapr.io/app-id": "orders"}),
+        )
+        .await;
+    let token = f.pod_token(&pod).await;
+    f.request("orders", f.apps.name(), &token).await.unwrap();
+    f.cleanup().await;
+}
+
+#[tokio::test]
+async fn without_its_rbac_sentry_fails_clearly() {
+    daprs_api::tls::install_default_provider();
+    let cluster = Cluster::shared().await;
+    let ns = TempNs::create(cluster.connection()).await.unwrap();
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(ns.client(), ns.name());
+    sas.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "nobody"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let client = ns.client_for_service_account("nobody").await.unwrap();
+
+    let store =
+        daprs_sentry::store::KubeStore::new(client.clone(), ns.name(), CredentialNames::default());
+    let manager = daprs_sentry::manager::CaManager {
+        store: Box::new(store),
+        trust_domain: CP_TD.into(),
+        namespace: ns.name().into(),
+        algorithm: daprs_sentry::ca::KeyAlgorithm::Ed25519,
+        ca_ttl: Duration::from_secs(86_400 * 365),
+        rotation: None,
+        workload_ttl: Duration::from_secs(86_400),
+        skew: Duration::from_secs(900),
+        current: Default::default(),
+        serving: Default::default(),
+        metrics: Default::default(),
+        clock: daprs_sentry::manager::system_clock(),
+    };
+    let err = manager.reconcile().await.unwrap_err().to_string();
+    assert!(err.contains("Secret") && err.contains("forbidden"), "{err}");
+
+    let validator =
+        daprs_sentry::validator::kubernetes::KubernetesValidator::new(client, ns.name(), CP_TD);
+    let denial = validator
+        .validate(&daprs_api::proto::sentry::SignCertificateRequest {
+            id: "orders".into(),
+            namespace: ns.name().into(),
+            token: "some.token.value".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&denial, daprs_sentry::validator::Denial::Unavailable(m) if m.contains("lacks RBAC")),
+        "{denial:?}"
+    );
+}
