@@ -194,6 +194,18 @@ impl Fixture {
         namespace: &str,
         token: &str,
     ) -> Result<String, SentryClientError> {
+        self.request_chain(id, namespace, token)
+            .await
+            .map(|(id, _)| id)
+    }
+
+    /// Requests a certificate; returns its SPIFFE id and PEM chain.
+    async fn request_chain(
+        &self,
+        id: &str,
+        namespace: &str,
+        token: &str,
+    ) -> Result<(String, String), SentryClientError> {
         let anchors = TrustAnchors::from_pem(self.published_anchors().await.as_bytes()).unwrap();
         let sentry_id = audience(self.cp.name()).parse().unwrap();
         let addr = self.sentry.as_ref().unwrap().grpc_addr.to_string();
@@ -209,7 +221,7 @@ impl Fixture {
             },
         )
         .await?;
-        Ok(issued.svid.id.to_string())
+        Ok((issued.svid.id.to_string(), issued.chain_pem))
     }
 
     async fn create_pod(
@@ -545,6 +557,7 @@ async fn without_its_rbac_sentry_fails_clearly() {
         serving: Default::default(),
         metrics: Default::default(),
         clock: daprs_sentry::manager::system_clock(),
+        last_expiry_warning: Default::default(),
     };
     let err = manager.reconcile().await.unwrap_err().to_string();
     assert!(err.contains("Secret") && err.contains("forbidden"), "{err}");
@@ -564,4 +577,81 @@ async fn without_its_rbac_sentry_fails_clearly() {
         matches!(&denial, daprs_sentry::validator::Denial::Unavailable(m) if m.contains("lacks RBAC")),
         "{denial:?}"
     );
+}
+
+#[tokio::test]
+async fn a_replaced_trust_bundle_secret_is_picked_up_without_a_restart() {
+    let f = Fixture::new().await;
+    let secrets: Api<Secret> = Api::namespaced(f.cluster.client(), f.cp.name());
+    let configmaps: Api<ConfigMap> = Api::namespaced(f.cluster.client(), f.cp.name());
+    let old_anchors = f.published_anchors().await;
+
+    // An operator brings a CA of their own, keeping the old root trusted while workloads move.
+    let new = daprs_sentry::ca::generate(
+        &daprs_sentry::ca::GenerateOptions {
+            trust_domain: CP_TD,
+            namespace: f.cp.name(),
+            algorithm: daprs_sentry::ca::KeyAlgorithm::EcdsaP256,
+            ttl: Duration::from_secs(86_400 * 30),
+            skew: Duration::from_secs(60),
+        },
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap();
+    let both = format!("{old_anchors}{}", new.trust_anchors);
+    let mut cm = configmaps.get("dapr-trust-bundle").await.unwrap();
+    cm.data
+        .as_mut()
+        .unwrap()
+        .insert("ca.crt".into(), both.clone());
+    configmaps
+        .replace("dapr-trust-bundle", &PostParams::default(), &cm)
+        .await
+        .unwrap();
+    let mut secret = secrets.get("dapr-trust-bundle").await.unwrap();
+    let data = secret.data.as_mut().unwrap();
+    data.remove("rotation.json");
+    for (key, value) in [
+        ("ca.crt", &both),
+        ("issuer.crt", &new.issuer_chain),
+        ("issuer.key", &new.issuer_key),
+    ] {
+        data.insert(
+            key.into(),
+            k8s_openapi::ByteString(value.clone().into_bytes()),
+        );
+    }
+    secrets
+        .replace("dapr-trust-bundle", &PostParams::default(), &secret)
+        .await
+        .unwrap();
+
+    let pod = f
+        .create_pod(
+            &f.apps,
+            "orders-5",
+            "default",
+            json!({"dapr.io/app-id": "orders"}),
+        )
+        .await;
+    let token = f.pod_token(&pod).await;
+    let mut switched = false;
+    for _ in 0..100 {
+        let (_, chain) = f
+            .request_chain("orders", f.apps.name(), &token)
+            .await
+            .unwrap();
+        if chain.contains(new.issuer_chain.trim()) {
+            switched = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(switched, "sentry never signed with the replaced issuer");
+    let secret = secrets.get("dapr-trust-bundle").await.unwrap();
+    assert!(
+        !secret.data.unwrap().contains_key("rotation.json"),
+        "a user-supplied CA is not taken over"
+    );
+    f.cleanup().await;
 }

@@ -265,6 +265,7 @@ pub async fn start_in(args: Args, environment: Environment) -> Result<Running, E
         serving: serving.clone(),
         metrics: metrics.clone(),
         clock: system_clock(),
+        last_expiry_warning: Default::default(),
     };
     let service = CaService {
         authority: current.clone(),

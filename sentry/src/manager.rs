@@ -17,6 +17,8 @@ use crate::store::{CaStore, StoreError};
 
 /// Warn about an expiring CA from this far out (Dapr does the same).
 pub const EXPIRY_WARNING_WINDOW: Duration = Duration::from_secs(30 * 86_400);
+/// Least time between two "the CA expires soon" warnings.
+const EXPIRY_WARNING_INTERVAL: Duration = Duration::from_secs(3600);
 /// Attempts at a write that keeps conflicting with another writer (another sentry replica).
 const MAX_CONFLICT_RETRIES: usize = 5;
 
@@ -58,6 +60,8 @@ pub struct CaManager {
     pub serving: SvidResolver,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
+    /// When the expiry warning was last logged.
+    pub last_expiry_warning: std::sync::Mutex<Option<OffsetDateTime>>,
 }
 
 impl std::fmt::Debug for CaManager {
@@ -194,7 +198,13 @@ impl CaManager {
 
     fn warn_if_expiring(&self, authority: &Authority, stored: &StoredCa, now: OffsetDateTime) {
         let left = authority.expiry() - now;
-        if left < EXPIRY_WARNING_WINDOW {
+        let mut last = self
+            .last_expiry_warning
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let due = last.is_none_or(|at| now - at >= EXPIRY_WARNING_INTERVAL);
+        if left < EXPIRY_WARNING_WINDOW && due {
+            *last = Some(now);
             let fix = if stored.rotation.is_some() && self.rotation.is_some() {
                 "rotation is under way"
             } else {
@@ -273,6 +283,7 @@ mod tests {
             serving: SvidResolver::default(),
             metrics: Arc::default(),
             clock,
+            last_expiry_warning: Default::default(),
         }
     }
 
