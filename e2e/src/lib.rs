@@ -34,4 +34,4 @@ pub use cluster::{Cluster, Connection, KEEP_DIR_ENV, SERVICE_ACCOUNT_ISSUER};
 pub use namespace::{TEMP_NS_LABEL, TempNs, with_temp_ns};
 pub use pki::CertifiedKey;
 pub use pod::{PodProcess, RunPod};
-pub use tokens::{DEFAULT_TOKEN_EXPIRATION_SECONDS, pod_service_account};
+pub use tokens::{DEFAULT_TOKEN_EXPIRATION_SECONDS, bound_token_claims, pod_service_account};

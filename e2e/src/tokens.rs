@@ -9,8 +9,9 @@ use k8s_openapi::api::authentication::v1::{
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kube::api::PostParams;
 use kube::{Api, Client, ResourceExt};
+use serde_json::{Value, json};
 
-use crate::cluster::Connection;
+use crate::cluster::{Cluster, Connection, SERVICE_ACCOUNT_ISSUER};
 
 /// The lifetime a token is requested with unless a pod's projected volume says otherwise, as
 /// the kubelet does. The API server grants no less than 600 s.
@@ -131,5 +132,51 @@ impl Connection {
             .service_account_token(namespace, service_account, &[])
             .await?;
         Ok(self.client_with_token(&token))
+    }
+}
+
+/// The claims the API server puts in a token of `service_account` bound to `pod`, valid from
+/// `issued_at` to `expires_at` (Unix seconds), for [`Cluster::sign_service_account_token`].
+/// Both objects must be as stored (their `uid`s are checked). Edit the result to forge
+/// anything else.
+pub fn bound_token_claims(
+    pod: &Pod,
+    service_account: &ServiceAccount,
+    audiences: &[&str],
+    issued_at: i64,
+    expires_at: i64,
+) -> Value {
+    let namespace = pod.namespace().unwrap_or_default();
+    let sa = service_account.name_any();
+    json!({
+        "iss": SERVICE_ACCOUNT_ISSUER,
+        "sub": format!("system:serviceaccount:{namespace}:{sa}"),
+        "aud": audiences,
+        "iat": issued_at,
+        "nbf": issued_at,
+        "exp": expires_at,
+        "kubernetes.io": {
+            "namespace": namespace,
+            "pod": {"name": pod.name_any(), "uid": pod.uid().unwrap_or_default()},
+            "serviceaccount": {"name": sa, "uid": service_account.uid().unwrap_or_default()},
+        },
+    })
+}
+
+impl Cluster {
+    /// Signs `claims` with the API server's service-account key (ES256, no `kid`), for tokens
+    /// TokenRequest will not issue: expired ones (more than the API server's 1 minute of
+    /// leeway), not yet valid ones, odd claims. See [`bound_token_claims`].
+    pub fn sign_service_account_token(&self, claims: &Value) -> Result<String> {
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(
+            self.service_account_signing_key_pem().as_bytes(),
+        )
+        .context("the service-account key is not an EC PEM key")?;
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+            claims,
+            &key,
+        )
+        .context("failed to sign the token")
     }
 }

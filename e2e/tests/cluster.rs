@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use daprs_e2e::{Cluster, TEMP_NS_LABEL, with_temp_ns};
+use daprs_e2e::{Cluster, TEMP_NS_LABEL, bound_token_claims, with_temp_ns};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ServiceAccount};
 use kube::api::{DeleteParams, ListParams, PostParams};
@@ -262,6 +262,75 @@ async fn a_pod_bound_token_authenticates_until_the_pod_is_deleted() {
         )
         .await;
         assert!(error.contains("invalidated"), "{error}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn forged_tokens_are_judged_like_issued_ones() {
+    const AUDIENCE: &str = "daprs-e2e-forged";
+    let cluster = Cluster::shared().await;
+    with_temp_ns(|client, ns| async move {
+        ns.accepts(&pod("forged", json!({}))).await;
+        let pod = Api::<Pod>::namespaced(client.clone(), ns.name())
+            .get("forged")
+            .await
+            .expect("the pod exists");
+        let sa = Api::<ServiceAccount>::namespaced(client, ns.name())
+            .get("default")
+            .await
+            .expect("the default service account");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs() as i64;
+
+        // A forgery of a valid token is accepted: the recipe matches what the API server signs.
+        let valid = cluster
+            .sign_service_account_token(&bound_token_claims(
+                &pod,
+                &sa,
+                &[AUDIENCE],
+                now - 60,
+                now + 600,
+            ))
+            .expect("sign");
+        let review = ns
+            .connection()
+            .review_token(&valid, &[AUDIENCE])
+            .await
+            .expect("TokenReview");
+        assert_eq!(review.authenticated, Some(true), "{review:?}");
+        let extra = review.user.and_then(|u| u.extra).unwrap_or_default();
+        assert_eq!(
+            extra.get("authentication.kubernetes.io/pod-name"),
+            Some(&vec!["forged".to_owned()])
+        );
+
+        // Expired beyond the API server's minute of leeway: refused, saying so.
+        let expired = cluster
+            .sign_service_account_token(&bound_token_claims(
+                &pod,
+                &sa,
+                &[AUDIENCE],
+                now - 900,
+                now - 120,
+            ))
+            .expect("sign");
+        let review = ns
+            .connection()
+            .review_token(&expired, &[AUDIENCE])
+            .await
+            .expect("TokenReview");
+        assert_ne!(review.authenticated, Some(true), "{review:?}");
+        assert!(
+            review
+                .error
+                .as_deref()
+                .unwrap_or_default()
+                .contains("expired"),
+            "{review:?}"
+        );
     })
     .await;
 }
