@@ -5,6 +5,7 @@
 //! - [`tls`]: rustls configurations that serve an SVID and verify peers by SPIFFE id.
 //! - [`names`]: well-known names, ports and identities shared by the control plane and sidecars.
 
+pub mod annotations;
 pub mod cli;
 pub mod duration;
 pub mod names;
