@@ -1,5 +1,6 @@
 //! `daprs-api`: the contract shared by every daprs component.
 //!
+//! - [`crd`]: the Dapr resource types (Component, Configuration, Subscription, ...).
 //! - [`spiffe`]: SPIFFE ids (`spiffe://<td>/ns/<ns>/<app-id>`).
 //! - [`proto`]: the gRPC definitions daprs owns, compiled from `api/proto/`.
 //! - [`tls`]: rustls configurations that serve an SVID and verify peers by SPIFFE id.
@@ -7,6 +8,7 @@
 
 pub mod annotations;
 pub mod cli;
+pub mod crd;
 pub mod duration;
 pub mod names;
 pub mod proto;

@@ -1,0 +1,4 @@
+//! The daprs operator.
+#![forbid(unsafe_code)]
+
+pub mod crds;
