@@ -88,7 +88,9 @@ pub struct Args {
     pub ca_rotate_before: Duration,
     /// Time between publishing a new root and signing with its issuer: how long clients may
     /// take to load new trust anchors.
-    #[arg(long, default_value = "1h", value_parser = go_duration)]
+    /// Must cover the time every client needs to pick up new anchors; workloads that read them
+    /// only at start (Dapr sidecars with `DAPR_TRUST_ANCHORS`) must be restarted within it.
+    #[arg(long, default_value = "168h", value_parser = go_duration)]
     pub ca_propagation_delay: Duration,
     /// How often sentry re-reads its CA from the store (changes on disk are also watched).
     #[arg(long, default_value = "10s", value_parser = go_duration)]

@@ -209,24 +209,19 @@ pub async fn start_in(args: Args, environment: Environment) -> Result<Running, E
     }
 
     let sentry_id = names::sentry_audience(&args.trust_domain, &namespace);
+    // kubernetes mode: `kubernetes` (the default) plus any configured validator. Standalone:
+    // the configured validator, or `insecure` only when none is configured (as Dapr).
     let mut enabled: Vec<(TokenValidator, Box<dyn Validator>)> = Vec::new();
-    let default = match &client {
-        Some(client) => {
-            enabled.push((
-                TokenValidator::Kubernetes,
-                Box::new(validator::kubernetes::KubernetesValidator::new(
-                    client.clone(),
-                    &namespace,
-                    &args.trust_domain,
-                )),
-            ));
-            TokenValidator::Kubernetes
-        }
-        None => {
-            enabled.push((TokenValidator::Insecure, Box::new(Insecure)));
-            TokenValidator::Insecure
-        }
-    };
+    if let Some(client) = &client {
+        enabled.push((
+            TokenValidator::Kubernetes,
+            Box::new(validator::kubernetes::KubernetesValidator::new(
+                client.clone(),
+                &namespace,
+                &args.trust_domain,
+            )),
+        ));
+    }
     if let Some(source) = settings.jwks_source.as_ref().or(args.jwks_source.as_ref()) {
         let jwks = validator::jwks::JwksValidator::new(
             validator::jwks::JwksSource::parse(source),
@@ -236,7 +231,13 @@ pub async fn start_in(args: Args, environment: Environment) -> Result<Running, E
         .map_err(|e| Error::Config(format!("jwks validator: {e}")))?;
         enabled.push((TokenValidator::Jwks, Box::new(jwks)));
     }
-    let validators = Validators { default, enabled };
+    if enabled.is_empty() {
+        enabled.push((TokenValidator::Insecure, Box::new(Insecure)));
+    }
+    let validators = Validators {
+        default: enabled[0].0,
+        enabled,
+    };
 
     let store: Box<dyn CaStore> = match &client {
         Some(client) => Box::new(KubeStore::new(

@@ -122,50 +122,67 @@ impl CaManager {
     async fn reconcile_once(&self) -> Result<Outcome, ManagerError> {
         let now = (self.clock)();
         let location = self.store.location();
+        let invalid = |source| ManagerError::Invalid {
+            location: location.clone(),
+            source,
+        };
         let loaded = self.store.load().await?;
-        let (mut stored, mut dirty) = match loaded.ca {
-            Some(ca) => (ca, loaded.anchors_out_of_date),
+        // `write` = the CA itself changed and must be stored (only ever a CA sentry manages).
+        let (mut stored, mut write) = match loaded.ca {
+            Some(ca) => (ca, false),
             None => {
                 tracing::info!(%location, trust_domain = %self.trust_domain, algorithm = ?self.algorithm, "no CA found; generating a root and an issuer");
                 (self.fresh(now)?, true)
             }
         };
+        if stored.rotation.is_some() && !write && !stored.bookkeeping_matches() {
+            tracing::warn!(%location, "{ROTATION_FILE} does not belong to this CA (it was replaced from outside); treating it as user-supplied: it will not be rotated or overwritten. Delete {ROTATION_FILE} to silence this", ROTATION_FILE = crate::store::ROTATION_KEY);
+            stored.rotation = None;
+        }
         let mut authority = match Authority::load(&stored.bundle, now) {
             Ok(authority) => authority,
             Err(error @ BundleError::Expired { .. }) if stored.rotation.is_some() => {
-                // Sentry was down past its own CA's life: nothing issued under it is valid.
-                tracing::error!(%location, %error, "the generated CA expired; generating a new one (workloads will need new certificates)");
-                stored = self.fresh(now)?;
-                dirty = true;
-                Authority::load(&stored.bundle, now).map_err(|source| ManagerError::Invalid {
-                    location: location.clone(),
-                    source,
-                })?
+                // sentry was down past its own CA's life: move to the issuer that was waiting,
+                // or start over.
+                stored = match stored.promote_pending() {
+                    Some(next) => {
+                        tracing::error!(%location, %error, "the generated CA expired while a rotation was pending; signing with the new issuer now (workloads holding only the old root need new certificates)");
+                        next
+                    }
+                    None => {
+                        tracing::error!(%location, %error, "the generated CA expired; generating a new one (workloads will need new certificates)");
+                        self.fresh(now)?
+                    }
+                };
+                write = true;
+                Authority::load(&stored.bundle, now).map_err(invalid)?
             }
-            Err(source) => return Err(ManagerError::Invalid { location, source }),
+            Err(source) => return Err(invalid(source)),
         };
-        if let Some(policy) = &self.rotation {
+        if let Some(policy) = self.rotation.as_ref().filter(|_| stored.rotation.is_some()) {
             while let Some((next, step)) =
                 rotation::advance(&stored, &authority, policy, &self.generate_options(), now)
-                    .map_err(|source| ManagerError::Invalid {
-                        location: location.clone(),
-                        source,
-                    })?
+                    .map_err(invalid)?
             {
-                tracing::info!(%location, ?step, "CA rotation step");
+                self.log_rotation_step(&step, policy, now);
                 self.metrics.ca_rotations.inc();
                 stored = next;
-                dirty = true;
-                authority = Authority::load(&stored.bundle, now).map_err(|source| {
-                    ManagerError::Invalid {
-                        location: location.clone(),
-                        source,
-                    }
-                })?;
+                write = true;
+                authority = Authority::load(&stored.bundle, now).map_err(invalid)?;
             }
         }
-        if dirty {
+        if write {
+            stored.seal();
             self.store.save(&stored, loaded.version.as_deref()).await?;
+        }
+        if write || loaded.anchors_out_of_date {
+            // After a Secret write the ConfigMap read at load is still the one to replace.
+            self.store
+                .publish_anchors(
+                    &stored.bundle.trust_anchors,
+                    loaded.anchors_version.as_deref(),
+                )
+                .await?;
         }
         self.warn_if_expiring(&authority, &stored, now);
 
@@ -194,6 +211,29 @@ impl CaManager {
         self.current.set(authority.clone());
         self.issue_serving_certificate(&authority, now)?;
         Ok(Outcome::Changed)
+    }
+
+    fn log_rotation_step(
+        &self,
+        step: &rotation::Step,
+        policy: &RotationPolicy,
+        now: OffsetDateTime,
+    ) {
+        let location = self.store.location();
+        match step {
+            rotation::Step::PublishedNewRoot { new_expiry } => tracing::warn!(
+                %location,
+                %new_expiry,
+                switch_at = %(now + policy.propagation_delay),
+                "CA rotation: a new root is now in the trust anchors; sentry signs with its issuer from switch_at on. Workloads that read the anchors only at start (Dapr sidecars with DAPR_TRUST_ANCHORS) must be restarted before then"
+            ),
+            rotation::Step::SwitchedIssuer => {
+                tracing::info!(%location, "CA rotation: now signing with the new issuer; the old root stays trusted until everything it signed has expired")
+            }
+            rotation::Step::RetiredRoots { count } => {
+                tracing::info!(%location, count, "CA rotation: retired old roots from the trust anchors")
+            }
+        }
     }
 
     fn warn_if_expiring(&self, authority: &Authority, stored: &StoredCa, now: OffsetDateTime) {

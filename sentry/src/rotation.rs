@@ -34,6 +34,10 @@ pub struct StoredCa {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RotationState {
+    /// SHA-256 (hex) of the active issuer certificate this bookkeeping belongs to. A CA that
+    /// was replaced from outside no longer matches and is treated as user-supplied.
+    #[serde(default)]
+    pub issuer_sha256: String,
     /// The next issuer, whose root is already published.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<PendingIssuer>,
@@ -42,13 +46,22 @@ pub struct RotationState {
     pub retiring: Vec<RetiringRoot>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PendingIssuer {
     pub issuer_chain: String,
     pub issuer_key: String,
     #[serde(with = "time::serde::rfc3339")]
     pub published_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for PendingIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The issuer key is never printed.
+        f.debug_struct("PendingIssuer")
+            .field("published_at", &self.published_at)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +71,58 @@ pub struct RetiringRoot {
     pub root: String,
     #[serde(with = "time::serde::rfc3339")]
     pub after: OffsetDateTime,
+}
+
+/// SHA-256 (hex) of the first certificate of `bundle.issuer_chain`, or "" if it has none.
+pub fn issuer_fingerprint(bundle: &Bundle) -> String {
+    use sha2::{Digest, Sha256};
+    daprs_api::tls::certs_from_pem(bundle.issuer_chain.as_bytes())
+        .ok()
+        .and_then(|certs| certs.into_iter().next())
+        .map(|cert| {
+            Sha256::digest(cert.as_ref())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl StoredCa {
+    /// True when the rotation bookkeeping was written for this very issuer.
+    pub fn bookkeeping_matches(&self) -> bool {
+        self.rotation
+            .as_ref()
+            .is_some_and(|state| state.issuer_sha256 == issuer_fingerprint(&self.bundle))
+    }
+
+    /// Ties the rotation bookkeeping to the current issuer (call before saving).
+    pub fn seal(&mut self) {
+        let fingerprint = issuer_fingerprint(&self.bundle);
+        if let Some(state) = &mut self.rotation {
+            state.issuer_sha256 = fingerprint;
+        }
+    }
+
+    /// A managed CA that signs with `pending` right away, trusting only its root: used when
+    /// the active CA expired while sentry was down.
+    pub fn promote_pending(&self) -> Option<StoredCa> {
+        let pending = self.rotation.as_ref()?.pending.as_ref()?;
+        let roots = pem_blocks(&self.bundle.trust_anchors).ok()?;
+        let root = roots
+            .iter()
+            .find(|root| ca::chain_ends_at(&pending.issuer_chain, root))?;
+        let mut next = StoredCa {
+            bundle: Bundle {
+                trust_anchors: ca::pem_of(root),
+                issuer_chain: pending.issuer_chain.clone(),
+                issuer_key: pending.issuer_key.clone(),
+            },
+            rotation: Some(RotationState::default()),
+        };
+        next.seal();
+        Some(next)
+    }
 }
 
 /// When and how to rotate.
@@ -152,7 +217,9 @@ pub fn advance(
 
     // 2. Switch signing once the new root had time to reach every client.
     if let Some(pending) = &state.pending {
-        if now < pending.published_at + policy.propagation_delay {
+        // Wait for the propagation delay, unless the active CA would expire first.
+        let expiring = active.expiry() - now <= policy.skew;
+        if now < pending.published_at + policy.propagation_delay && !expiring {
             return Ok(None);
         }
         // The last certificate the old issuer signed expires by then (plus skew for clients
@@ -176,6 +243,7 @@ pub fn advance(
             rotation: Some(RotationState {
                 pending: None,
                 retiring,
+                ..state.clone()
             }),
         };
         return Ok(Some((next, Step::SwitchedIssuer)));
@@ -198,6 +266,7 @@ pub fn advance(
                 published_at: now,
             }),
             retiring: state.retiring.clone(),
+            ..state.clone()
         }),
     };
     Ok(Some((

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 
 use crate::ca::Bundle;
 use crate::config::CredentialNames;
@@ -48,14 +48,22 @@ pub struct Loaded {
     pub version: Option<String>,
     /// True when published anchors (the ConfigMap) differ from the CA's and need a repair.
     pub anchors_out_of_date: bool,
+    /// Version of the published anchors (the ConfigMap's resourceVersion), if they exist.
+    pub anchors_version: Option<String>,
 }
 
 #[async_trait]
 pub trait CaStore: Send + Sync {
     /// Reads the CA; `Ok(Loaded { ca: None, .. })` when there is none yet.
     async fn load(&self) -> Result<Loaded, StoreError>;
-    /// Writes the CA; fails with [`StoreError::Conflict`] if `version` is no longer current.
+    /// Writes a CA sentry manages (never a user-supplied one); fails with
+    /// [`StoreError::Conflict`] if `version` is no longer current. Keys, type and metadata
+    /// sentry does not own are kept.
     async fn save(&self, ca: &StoredCa, version: Option<&str>) -> Result<(), StoreError>;
+    /// Publishes the trust anchors where workloads read them (the ConfigMap); `version` is the
+    /// published object's version from [`CaStore::load`]. Files need nothing: `ca.crt` is it.
+    async fn publish_anchors(&self, anchors: &str, version: Option<&str>)
+    -> Result<(), StoreError>;
     /// Where the CA lives, for messages.
     fn location(&self) -> String;
 }
@@ -88,7 +96,9 @@ fn from_entries(
             .map(|json| {
                 serde_json::from_str::<RotationState>(&json).map_err(|e| StoreError::Read {
                     what: format!("{ROTATION_KEY} in {location}"),
-                    detail: e.to_string(),
+                    detail: format!(
+                        "{e}; delete {ROTATION_KEY} to treat this CA as user-supplied (never rotated)"
+                    ),
                 })
             })
             .transpose()?;
@@ -113,19 +123,34 @@ fn from_entries(
             rotation: None,
         }));
     }
+    let tls = [(TLS_CRT, text(TLS_CRT)?), (TLS_KEY, text(TLS_KEY)?)];
     let present: Vec<&str> = dapr
         .iter()
+        .map(|(k, v)| (k.as_str(), v))
+        .chain(tls.iter().map(|(k, v)| (*k, v)))
         .filter(|(_, v)| v.is_some())
-        .map(|(k, _)| k.as_str())
+        .map(|(k, _)| k)
         .collect();
     if present.is_empty() {
         return Ok(None);
     }
-    let missing: Vec<&str> = dapr
-        .iter()
+    let missing: Vec<&str> = if tls.iter().any(|(_, v)| v.is_some()) {
+        // cert-manager's layout: tls.crt + tls.key need the root in ca.crt.
+        [
+            (names.trust_anchors.as_str(), &dapr[0].1),
+            (TLS_CRT, &tls[0].1),
+            (TLS_KEY, &tls[1].1),
+        ]
+        .into_iter()
         .filter(|(_, v)| v.is_none())
-        .map(|(k, _)| k.as_str())
-        .collect();
+        .map(|(k, _)| k)
+        .collect()
+    } else {
+        dapr.iter()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k.as_str())
+            .collect()
+    };
     Err(StoreError::Partial {
         location: location.into(),
         present: present.join(", "),
@@ -229,10 +254,14 @@ impl CaStore for FileStore {
                 .await
                 .map_err(|e| write_err(&path, e))?;
         }
-        if ca.rotation.is_none() {
-            // A user-supplied CA has no bookkeeping; drop a stale one.
-            let _ = tokio::fs::remove_file(self.dir.join(ROTATION_KEY)).await;
-        }
+        Ok(())
+    }
+
+    async fn publish_anchors(
+        &self,
+        _anchors: &str,
+        _version: Option<&str>,
+    ) -> Result<(), StoreError> {
         Ok(())
     }
 
@@ -305,11 +334,10 @@ impl KubeStore {
         }
     }
 
-    fn meta(&self, version: Option<&str>) -> ObjectMeta {
+    fn meta(&self) -> ObjectMeta {
         ObjectMeta {
             name: Some(daprs_api::names::TRUST_BUNDLE_NAME.into()),
             namespace: Some(self.namespace.clone()),
-            resource_version: version.map(str::to_owned),
             labels: Some(BTreeMap::from([(
                 "app.kubernetes.io/managed-by".to_owned(),
                 "daprs-sentry".to_owned(),
@@ -328,21 +356,25 @@ impl CaStore for KubeStore {
             .get_opt(name)
             .await
             .map_err(|e| self.read_err("Secret", e))?;
-        let Some(secret) = secret else {
-            return Ok(Loaded::default());
-        };
+        let version = secret
+            .as_ref()
+            .and_then(|s| s.metadata.resource_version.clone());
         let entries: BTreeMap<String, Vec<u8>> = secret
-            .data
+            .and_then(|s| s.data)
             .unwrap_or_default()
             .into_iter()
             .map(|(k, v)| (k, v.0))
             .collect();
         let ca = from_entries(&entries, &self.names, &self.location())?;
-        let published = self
+        let config_map = self
             .config_maps
             .get_opt(name)
             .await
-            .map_err(|e| self.read_err("ConfigMap", e))?
+            .map_err(|e| self.read_err("ConfigMap", e))?;
+        let anchors_version = config_map
+            .as_ref()
+            .and_then(|cm| cm.metadata.resource_version.clone());
+        let published = config_map
             .and_then(|cm| cm.data)
             .and_then(|data| data.get(&self.names.trust_anchors).cloned());
         let anchors_out_of_date = ca
@@ -350,54 +382,79 @@ impl CaStore for KubeStore {
             .is_some_and(|ca| published.as_deref() != Some(ca.bundle.trust_anchors.as_str()));
         Ok(Loaded {
             ca,
-            // A Secret that exists (even empty, as a chart makes it) is replaced, not created.
-            version: secret.metadata.resource_version,
+            // A Secret that exists (even empty, as a chart makes it) is patched, not created.
+            version,
             anchors_out_of_date,
+            anchors_version,
         })
     }
 
     async fn save(&self, ca: &StoredCa, version: Option<&str>) -> Result<(), StoreError> {
         let name = daprs_api::names::TRUST_BUNDLE_NAME;
-        let data = to_entries(ca, &self.names)?
+        let data: BTreeMap<String, ByteString> = to_entries(ca, &self.names)?
             .into_iter()
             .map(|(k, v)| (k, ByteString(v)))
             .collect();
-        let secret = Secret {
-            metadata: self.meta(version),
-            data: Some(data),
-            type_: Some("Opaque".into()),
-            ..Secret::default()
-        };
-        let pp = PostParams::default();
         match version {
-            Some(_) => self.secrets.replace(name, &pp, &secret).await,
-            None => self.secrets.create(&pp, &secret).await,
-        }
-        .map_err(|e| self.write_err("Secret", e))?;
-
-        // Publish the anchors for workloads to mount.
-        let existing = self
-            .config_maps
-            .get_opt(name)
-            .await
-            .map_err(|e| self.read_err("ConfigMap", e))?;
-        let mut config_map = ConfigMap {
-            metadata: self.meta(None),
-            data: Some(BTreeMap::from([(
-                self.names.trust_anchors.clone(),
-                ca.bundle.trust_anchors.clone(),
-            )])),
-            ..ConfigMap::default()
-        };
-        match existing {
-            Some(existing) => {
-                config_map.metadata.resource_version = existing.metadata.resource_version;
-                self.config_maps.replace(name, &pp, &config_map).await
+            // Merge only sentry's keys; the Secret's type, metadata and other keys stay.
+            // The resourceVersion makes the patch fail with 409 if someone wrote in between.
+            Some(version) => {
+                let patch = serde_json::json!({
+                    "metadata": {"resourceVersion": version},
+                    "data": data,
+                });
+                self.secrets
+                    .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map(drop)
             }
-            None => self.config_maps.create(&pp, &config_map).await,
+            None => {
+                let secret = Secret {
+                    metadata: self.meta(),
+                    data: Some(data),
+                    type_: Some("Opaque".into()),
+                    ..Secret::default()
+                };
+                self.secrets
+                    .create(&PostParams::default(), &secret)
+                    .await
+                    .map(drop)
+            }
         }
-        .map_err(|e| self.write_err("ConfigMap", e))?;
-        Ok(())
+        .map_err(|e| self.write_err("Secret", e))
+    }
+
+    async fn publish_anchors(
+        &self,
+        anchors: &str,
+        version: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let name = daprs_api::names::TRUST_BUNDLE_NAME;
+        let key = &self.names.trust_anchors;
+        match version {
+            Some(version) => {
+                let patch = serde_json::json!({
+                    "metadata": {"resourceVersion": version},
+                    "data": {key: anchors},
+                });
+                self.config_maps
+                    .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map(drop)
+            }
+            None => {
+                let config_map = ConfigMap {
+                    metadata: self.meta(),
+                    data: Some(BTreeMap::from([(key.clone(), anchors.to_owned())])),
+                    ..ConfigMap::default()
+                };
+                self.config_maps
+                    .create(&PostParams::default(), &config_map)
+                    .await
+                    .map(drop)
+            }
+        }
+        .map_err(|e| self.write_err("ConfigMap", e))
     }
 
     fn location(&self) -> String {
