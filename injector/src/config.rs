@@ -12,14 +12,23 @@ use k8s_openapi::api::core::v1::Toleration;
 
 use crate::glob::ServiceAccountPattern;
 
-/// Where the serving certificate comes from.
+/// Whether the injector talks to the Kubernetes API server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
-    /// From sentry (`dapr-injector`), with the `MutatingWebhookConfiguration`'s caBundle kept
-    /// equal to the trust anchors.
+    /// Keeps the `MutatingWebhookConfiguration`'s caBundle equal to the trust anchors, follows
+    /// the `daprsystem` Configuration's mTLS switch and the cluster's version.
     Kubernetes,
-    /// From `--tls-cert-file`/`--tls-key-file`; no Kubernetes API calls.
+    /// No Kubernetes API calls (tests, benchmarks, a webhook registered by hand).
     Standalone,
+}
+
+/// How the injector proves its identity to sentry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SentryValidator {
+    /// Its pod-bound service-account token (`--sentry-token-file`).
+    Kubernetes,
+    /// Nothing (a sentry running with the insecure validator, for tests).
+    Insecure,
 }
 
 /// daprd's image pull policy.
@@ -87,15 +96,19 @@ pub struct Args {
     /// Kubeconfig file (default: in-cluster, then `KUBECONFIG`).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
-    /// Where the serving certificate comes from.
+    /// Whether the injector talks to the Kubernetes API server.
     #[arg(long, value_enum, default_value = "kubernetes")]
     pub mode: Mode,
-    /// Serving certificate chain, PEM (standalone mode).
-    #[arg(long, required_if_eq("mode", "standalone"))]
+    /// Serving certificate chain, PEM, reloaded when it changes (default: a certificate from
+    /// sentry).
+    #[arg(long, requires = "tls_key_file")]
     pub tls_cert_file: Option<PathBuf>,
-    /// Serving private key, PEM (standalone mode).
-    #[arg(long, required_if_eq("mode", "standalone"))]
+    /// Serving private key, PEM, for `--tls-cert-file`.
+    #[arg(long, requires = "tls_cert_file")]
     pub tls_key_file: Option<PathBuf>,
+    /// How the injector proves its identity to sentry.
+    #[arg(long, value_enum, default_value = "kubernetes")]
+    pub sentry_token_validator: SentryValidator,
     /// Name of the MutatingWebhookConfiguration whose caBundle the injector keeps current.
     #[arg(long, default_value = "dapr-sidecar-injector")]
     pub webhook_configuration_name: String,
@@ -387,7 +400,7 @@ mod tests {
             &["--allowed-service-accounts", "no-colon"][..],
             &["--ignore-entrypoint-tolerations", "{not json"],
             &["--sidecar-image-pull-policy", "Sometimes"],
-            &["--mode", "standalone"],
+            &["--tls-cert-file", "/c.pem"],
             &["--port", "99999"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
