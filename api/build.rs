@@ -1,7 +1,7 @@
 //! Compiles the `.proto` files daprs owns with the pure-Rust `protox` (no system `protoc`).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    const PROTOS: &[&str] = &["proto/sentry.proto"];
+    const PROTOS: &[&str] = &["proto/sentry.proto", "proto/operator.proto"];
     for proto in PROTOS {
         println!("cargo:rerun-if-changed={proto}");
     }

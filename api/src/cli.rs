@@ -44,11 +44,37 @@ pub fn one_line(err: &clap::Error) -> String {
 #[derive(Clone, Debug, clap::Args)]
 pub struct LogArgs {
     /// Log level: debug, info, warn, error (or a tracing filter such as `daprs_sentry=debug`).
-    #[arg(long = "log-level", default_value = "info")]
+    #[arg(long = "log-level", default_value = "info", value_parser = parse_log_level)]
     pub log_level: String,
     /// Log as JSON lines.
     #[arg(long = "log-as-json", default_value_t = false)]
     pub log_as_json: bool,
+}
+
+fn parse_log_level(value: &str) -> Result<String, String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "fatal"];
+    // Dapr's `fatal` has no tracing level; it logs errors.
+    let level = |l: &str| {
+        let l = l.to_ascii_lowercase();
+        LEVELS
+            .contains(&l.as_str())
+            .then(|| if l == "fatal" { "error".to_owned() } else { l })
+    };
+    if let Some(level) = level(value) {
+        return Ok(level);
+    }
+    // Or per-module directives: `daprs_sentry=debug,kube=warn`.
+    let directives: Option<Vec<String>> = value
+        .split(',')
+        .map(|d| {
+            let (target, l) = d.split_once('=')?;
+            (!target.is_empty()).then_some(())?;
+            Some(format!("{target}={}", level(l)?))
+        })
+        .collect();
+    directives
+        .map(|d| d.join(","))
+        .ok_or_else(|| format!("use one of {} (or target=level,...)", LEVELS.join(", ")))
 }
 
 impl LogArgs {
@@ -85,6 +111,12 @@ mod tests {
         Kubernetes,
     }
 
+    #[derive(Debug, Parser)]
+    struct LogDemo {
+        #[command(flatten)]
+        log: LogArgs,
+    }
+
     fn error(args: &[&str]) -> String {
         one_line(&Demo::try_parse_from(args).unwrap_err())
     }
@@ -98,6 +130,11 @@ mod tests {
         );
         let line = error(&["x", "--port", "abc"]);
         assert!(line.contains("--port") && line.contains("abc"), "{line}");
+        let line = one_line(&LogDemo::try_parse_from(["x", "--log-level", "loud!"]).unwrap_err());
+        assert!(
+            line.contains("--log-level") && line.contains("debug, info"),
+            "{line}"
+        );
         let line = error(&["x", "--prot", "1"]);
         assert!(
             line.contains("--prot") && line.contains("did you mean --port"),

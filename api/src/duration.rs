@@ -62,23 +62,6 @@ pub fn parse_go_duration(input: &str) -> Result<Duration, DurationError> {
     Ok(Duration::from_nanos(total.round() as u64))
 }
 
-/// Formats a duration the way Go prints it (`24h0m0s`, `15m0s`, `1.5s`), for messages and YAML.
-pub fn format_go_duration(d: Duration) -> String {
-    let secs = d.as_secs();
-    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
-    let nanos = d.subsec_nanos();
-    let frac = if nanos == 0 {
-        String::new()
-    } else {
-        format!(".{nanos:09}").trim_end_matches('0').to_owned()
-    };
-    match (h, m) {
-        (0, 0) => format!("{s}{frac}s"),
-        (0, _) => format!("{m}m{s}{frac}s"),
-        _ => format!("{h}h{m}m{s}{frac}s"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,12 +96,5 @@ mod tests {
                 "{bad}: {err}"
             );
         }
-    }
-
-    #[test]
-    fn formats_like_go() {
-        assert_eq!(format_go_duration(Duration::from_secs(86_400)), "24h0m0s");
-        assert_eq!(format_go_duration(Duration::from_secs(900)), "15m0s");
-        assert_eq!(format_go_duration(Duration::from_millis(1500)), "1.5s");
     }
 }

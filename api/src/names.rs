@@ -80,14 +80,6 @@ pub fn control_plane_dns_names(app_id: &str, namespace: &str, cluster_domain: &s
     }
 }
 
-/// True for the app ids that belong to the control plane.
-pub fn is_control_plane_app_id(app_id: &str) -> bool {
-    matches!(
-        app_id,
-        SENTRY_APP_ID | OPERATOR_APP_ID | INJECTOR_APP_ID | PLACEMENT_APP_ID | SCHEDULER_APP_ID
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,10 +106,8 @@ mod tests {
 
     #[test]
     fn control_plane_ids() {
-        for c in CONTROL_PLANE_COMPONENTS {
-            assert!(is_control_plane_app_id(&control_plane_app_id(c)), "{c}");
-        }
-        assert!(!is_control_plane_app_id("orders"));
+        assert_eq!(control_plane_app_id("operator"), OPERATOR_APP_ID);
+        assert_eq!(control_plane_app_id("sentry"), SENTRY_APP_ID);
         assert_eq!(
             sentry_audience("cluster.local", "ns"),
             "spiffe://cluster.local/ns/ns/dapr-sentry"

@@ -5,3 +5,10 @@ pub mod sentry {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("dapr.proto.sentry.v1");
 }
+
+/// `dapr.proto.operator.v1`: the operator API sidecars load and watch their resources with
+/// (Dapr's `Operator` service), plus daprs' `ResourceStatus` reports.
+pub mod operator {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("dapr.proto.operator.v1");
+}

@@ -31,7 +31,7 @@ pub enum SentryClientError {
 }
 
 /// Who asks for a certificate and how it proves it.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct SvidRequest {
     pub app_id: String,
     pub namespace: String,
@@ -42,8 +42,20 @@ pub struct SvidRequest {
     pub validator: TokenValidator,
 }
 
+impl std::fmt::Debug for SvidRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is never printed.
+        f.debug_struct("SvidRequest")
+            .field("app_id", &self.app_id)
+            .field("namespace", &self.namespace)
+            .field("trust_domain", &self.trust_domain)
+            .field("validator", &self.validator)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A certificate sentry issued, with its private key and the anchors sentry returned.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct IssuedSvid {
     pub svid: Svid,
     pub chain_pem: String,
@@ -51,6 +63,17 @@ pub struct IssuedSvid {
     pub trust_anchors_pem: String,
     pub not_before: SystemTime,
     pub not_after: SystemTime,
+}
+
+impl std::fmt::Debug for IssuedSvid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The private key is never printed.
+        f.debug_struct("IssuedSvid")
+            .field("id", &self.svid.id)
+            .field("not_before", &self.not_before)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
 }
 
 impl IssuedSvid {

@@ -34,9 +34,13 @@ pub enum SpiffeIdError {
         "trust domain {0:?} is invalid: use 1-255 characters of lowercase a-z, 0-9, '.', '-' and '_'"
     )]
     TrustDomain(String),
-    #[error("namespace {0:?} is invalid: it must be non-empty and contain no '/'")]
+    #[error(
+        "namespace {0:?} is invalid: use 1 or more of the characters A-Z, a-z, 0-9, '.', '-', '_'"
+    )]
     Namespace(String),
-    #[error("app id {0:?} is invalid: it must be non-empty and contain no '/'")]
+    #[error(
+        "app id {0:?} is invalid: use 1 or more of the characters A-Z, a-z, 0-9, '.', '-', '_'"
+    )]
     AppId(String),
 }
 
@@ -96,12 +100,19 @@ fn validate_trust_domain(td: &str) -> Result<(), SpiffeIdError> {
     }
 }
 
+/// Path segments as the SPIFFE specification (and go-spiffe, used by Dapr) allows them.
 fn valid_path_segment(segment: &str) -> bool {
     !segment.is_empty()
         && segment != "."
         && segment != ".."
-        && !segment.contains('/')
-        && segment.bytes().all(|b| b.is_ascii_graphic())
+        && segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
+/// Checks a trust domain on its own (for flags).
+pub fn validate_trust_domain_name(td: &str) -> Result<(), SpiffeIdError> {
+    validate_trust_domain(td)
 }
 
 impl FromStr for SpiffeId {
@@ -183,6 +194,14 @@ mod tests {
             "spiffe://public/ns/a/".parse::<SpiffeId>(),
             Err(SpiffeIdError::AppId(id)) if id.is_empty()
         ));
+    }
+
+    #[test]
+    fn segments_are_limited_to_what_go_spiffe_accepts() {
+        for bad in ["a#b", "a?b", "a%20", "a:b", "a b"] {
+            assert!(SpiffeId::new("public", "default", bad).is_err(), "{bad}");
+        }
+        assert!(SpiffeId::new("public", "default", "Orders_v1.2-x").is_ok());
     }
 
     #[test]

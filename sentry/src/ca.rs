@@ -91,6 +91,10 @@ pub enum BundleError {
     },
     #[error("failed to generate the CA: {0}")]
     Generate(#[source] rcgen::Error),
+    #[error(
+        "certificates signed by this CA do not verify against its own anchors ({detail}); the issuer's subject (under root {subject:?}) may use an encoding sentry cannot reproduce, such as repeated or multi-valued attributes: issue the CA with a simple subject such as O=<name>"
+    )]
+    SelfCheck { subject: String, detail: String },
 }
 
 /// Why a workload certificate could not be issued.
@@ -279,14 +283,61 @@ impl Authority {
         let issuer_not_after = chain.iter().map(|c| c.not_after).min().expect("non-empty");
         let root_not_after = root.not_after;
         let issuer_chain_pem = chain.iter().map(|c| pem_of(&c.der)).collect::<String>();
-        Ok(Self {
+        let authority = Self {
             bundle: bundle.clone(),
             anchors,
             issuer_chain_pem,
             issuer,
             issuer_not_after,
             root_not_after,
-        })
+        };
+        authority.self_check(now)?;
+        Ok(authority)
+    }
+
+    /// Signs a throwaway certificate and verifies it against the anchors, so a CA whose
+    /// certificates would not verify (e.g. a subject rcgen cannot reproduce) is refused at load.
+    fn self_check(&self, now: OffsetDateTime) -> Result<(), BundleError> {
+        let failed = |detail: String| BundleError::SelfCheck {
+            subject: self
+                .anchors
+                .first()
+                .map(|a| a.subject.clone())
+                .unwrap_or_default(),
+            detail,
+        };
+        let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(BundleError::Generate)?;
+        let id = SpiffeId::new("self-check.invalid", "sentry", "self-check")
+            .map_err(|e| failed(e.to_string()))?;
+        let issued = self
+            .issue(
+                &IssueRequest {
+                    id: &id,
+                    public_key: &key,
+                    dns_names: &[],
+                    ttl: Duration::from_secs(60),
+                    skew: Duration::ZERO,
+                },
+                now,
+            )
+            .map_err(|e| failed(e.to_string()))?;
+        let anchors = daprs_api::tls::TrustAnchors::from_pem(self.bundle.trust_anchors.as_bytes())
+            .map_err(|e| failed(e.to_string()))?;
+        let chain = daprs_api::tls::certs_from_pem(issued.chain_pem.as_bytes())
+            .map_err(|e| failed(e.to_string()))?;
+        let at = rustls::pki_types::UnixTime::since_unix_epoch(Duration::from_secs(
+            u64::try_from(now.unix_timestamp()).unwrap_or(0),
+        ));
+        anchors
+            .verify(
+                &chain[0],
+                &chain[1..],
+                at,
+                webpki::KeyUsage::client_auth(),
+                &daprs_api::tls::provider().signature_verification_algorithms,
+            )
+            .map(drop)
+            .map_err(|e| failed(e.to_string()))
     }
 
     pub fn bundle(&self) -> &Bundle {

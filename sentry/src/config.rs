@@ -23,6 +23,19 @@ fn go_duration(s: &str) -> Result<Duration, String> {
     parse_go_duration(s).map_err(|e| e.to_string())
 }
 
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match go_duration(s)? {
+        d if d.is_zero() => Err("it must be longer than zero".into()),
+        d => Ok(d),
+    }
+}
+
+fn trust_domain(s: &str) -> Result<String, String> {
+    daprs_api::spiffe::validate_trust_domain_name(s)
+        .map(|()| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
 /// `sentry`: the daprs certificate authority.
 #[derive(Clone, Debug, clap::Parser)]
 #[command(name = "sentry", version, about)]
@@ -41,8 +54,11 @@ pub struct Args {
     #[arg(long, default_value = "issuer.key")]
     pub issuer_key_filename: String,
     /// The control plane's trust domain (sentry's own id and generated CA subjects).
-    #[arg(long, default_value = daprs_api::names::DEFAULT_CONTROL_PLANE_TRUST_DOMAIN)]
+    #[arg(long, default_value = daprs_api::names::DEFAULT_CONTROL_PLANE_TRUST_DOMAIN, value_parser = trust_domain)]
     pub trust_domain: String,
+    /// The cluster's DNS domain (for the scheduler's DNS names).
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
     /// gRPC port of the CA service.
     #[arg(long, default_value_t = daprs_api::names::SENTRY_GRPC_PORT)]
     pub port: u16,
@@ -72,7 +88,7 @@ pub struct Args {
     #[arg(long, default_value = daprs_api::names::CONTROL_PLANE_CONFIGURATION)]
     pub config: String,
     /// Workload certificate lifetime, unless the Configuration sets `spec.mtls.workloadCertTTL`.
-    #[arg(long, default_value = "24h", value_parser = go_duration)]
+    #[arg(long, default_value = "24h", value_parser = positive_duration)]
     pub workload_cert_ttl: Duration,
     /// Backdating of NotBefore, unless the Configuration sets `spec.mtls.allowedClockSkew`.
     #[arg(long, default_value = "15m", value_parser = go_duration)]
@@ -81,7 +97,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "ed25519")]
     pub ca_key_algorithm: KeyAlgorithm,
     /// Lifetime of a root and issuer sentry generates.
-    #[arg(long, default_value = "8760h", value_parser = go_duration)]
+    #[arg(long, default_value = "8760h", value_parser = positive_duration)]
     pub ca_ttl: Duration,
     /// Rotate a generated CA this long before it expires (0 turns rotation off).
     #[arg(long, default_value = "1440h", value_parser = go_duration)]
@@ -93,7 +109,7 @@ pub struct Args {
     #[arg(long, default_value = "168h", value_parser = go_duration)]
     pub ca_propagation_delay: Duration,
     /// How often sentry re-reads its CA from the store (changes on disk are also watched).
-    #[arg(long, default_value = "10s", value_parser = go_duration)]
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
     pub ca_reload_interval: Duration,
     /// A JWKS (file path, https URL or inline JSON) that enables the `jwks` validator; the
     /// Configuration's `spec.mtls.tokenValidators` can also enable it.
@@ -189,11 +205,7 @@ impl MtlsSettings {
     pub fn from_configuration(name: &str, doc: serde_json::Value) -> Result<Self, ConfigError> {
         let doc: ConfigurationDoc = serde_json::from_value(doc)
             .map_err(|e| ConfigError::Read(name.into(), e.to_string()))?;
-        let field = |field, detail: String| ConfigError::Field {
-            name: name.into(),
-            field,
-            detail,
-        };
+        let field = |field, detail: String| field_err(name, field, detail);
         let duration = |field, value: &Option<String>| {
             value
                 .as_deref()
@@ -285,6 +297,14 @@ mod tests {
             line.contains("--mode") && line.contains("standalone, kubernetes"),
             "{line}"
         );
+        for (flag, value, needle) in [
+            ("--trust-domain", "Cluster.local", "lowercase"),
+            ("--workload-cert-ttl", "0s", "longer than zero"),
+        ] {
+            let err = Args::try_parse_from(["sentry", flag, value]).unwrap_err();
+            let line = daprs_api::cli::one_line(&err);
+            assert!(line.contains(flag) && line.contains(needle), "{line}");
+        }
         let err = Args::try_parse_from(["sentry", "--workload-cert-ttl", "1d"]).unwrap_err();
         let line = daprs_api::cli::one_line(&err);
         assert!(

@@ -38,8 +38,8 @@ use crate::server::{CaService, CurrentAuthority, IssuePolicy};
 use crate::store::{CaStore, FileStore, KubeStore};
 use crate::validator::{Insecure, Validator, Validators};
 
-/// Cluster domain used for the scheduler's DNS SANs.
-const CLUSTER_DOMAIN: &str = "cluster.local";
+/// Attempts at reading the control plane's Configuration before giving up.
+const CONFIGURATION_READ_ATTEMPTS: usize = 5;
 /// Delay before retrying a CA that could not be loaded at start-up.
 const STARTUP_RETRY: Duration = Duration::from_secs(2);
 
@@ -56,8 +56,20 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("failed to connect to the Kubernetes API server: {0}")]
+    #[error(
+        "failed to set up the Kubernetes client (in-cluster service account or KUBECONFIG): {0}"
+    )]
     Kube(#[source] kube::Error),
+    #[error("failed to read the Configuration {name}: {source}")]
+    ReadConfiguration {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("failed to build the TLS server configuration: {0}")]
+    Tls(#[source] daprs_api::tls::TlsError),
+    #[error("sentry's server task ended abnormally: {0}")]
+    Crashed(String),
     #[error("the gRPC server failed: {0}")]
     Serve(#[source] tonic::transport::Error),
 }
@@ -77,12 +89,16 @@ impl Running {
     /// Stops accepting, finishes in-flight requests and waits for the servers to end.
     pub async fn stop(self) -> Result<(), Error> {
         let _ = self.shutdown.send(true);
-        self.task.await.unwrap_or(Ok(()))
+        self.task
+            .await
+            .unwrap_or_else(|e| Err(Error::Crashed(e.to_string())))
     }
 
     /// Waits until sentry ends by itself (it does not, short of an error or [`Running::stop`]).
     pub async fn wait(self) -> Result<(), Error> {
-        self.task.await.unwrap_or(Ok(()))
+        self.task
+            .await
+            .unwrap_or_else(|e| Err(Error::Crashed(e.to_string())))
     }
 
     /// Asks sentry to stop without waiting.
@@ -114,25 +130,37 @@ async fn mtls_settings(
 ) -> Result<MtlsSettings, Error> {
     let settings = match client {
         Some(client) => {
-            let resource = kube::api::ApiResource::from_gvk_with_plural(
-                &kube::api::GroupVersionKind::gvk("dapr.io", "v1alpha1", "Configuration"),
-                "configurations",
+            let api: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+                client.clone(),
+                namespace,
+                &validator::kubernetes::configuration_resource(),
             );
-            let api: kube::Api<kube::api::DynamicObject> =
-                kube::Api::namespaced_with(client.clone(), namespace, &resource);
-            match api.get_opt(&args.config).await {
-                Ok(Some(doc)) => {
+            let mut attempt = 0;
+            let found = loop {
+                attempt += 1;
+                match api.get_opt(&args.config).await {
+                    Ok(found) => break found,
+                    Err(source) if attempt >= CONFIGURATION_READ_ATTEMPTS => {
+                        return Err(Error::ReadConfiguration {
+                            name: format!("{namespace}/{}", args.config),
+                            source,
+                        });
+                    }
+                    Err(error) => {
+                        tracing::warn!(config = %args.config, %error, attempt, "could not read the Configuration; retrying");
+                        tokio::time::sleep(STARTUP_RETRY).await;
+                    }
+                }
+            };
+            match found {
+                Some(doc) => {
                     let value =
                         serde_json::to_value(doc).map_err(|e| Error::Config(e.to_string()))?;
                     MtlsSettings::from_configuration(&args.config, value)
                         .map_err(|e| Error::Config(e.to_string()))?
                 }
-                Ok(None) => {
+                None => {
                     tracing::info!(config = %args.config, %namespace, "Configuration not found; using flags");
-                    MtlsSettings::default()
-                }
-                Err(e) => {
-                    tracing::warn!(config = %args.config, error = %e, "could not read the Configuration; using flags");
                     MtlsSettings::default()
                 }
             }
@@ -196,7 +224,7 @@ pub async fn start_in(args: Args, environment: Environment) -> Result<Running, E
     let skew = settings
         .allowed_clock_skew
         .unwrap_or(args.allowed_clock_skew);
-    let rotation = (!args.ca_rotate_before.is_zero()).then(|| RotationPolicy {
+    let rotation = (!args.ca_rotate_before.is_zero()).then_some(RotationPolicy {
         rotate_before: args.ca_rotate_before,
         propagation_delay: args.ca_propagation_delay,
         workload_ttl,
@@ -267,6 +295,7 @@ pub async fn start_in(args: Args, environment: Environment) -> Result<Running, E
         metrics: metrics.clone(),
         clock: system_clock(),
         last_expiry_warning: Default::default(),
+        serving_validity: Default::default(),
     };
     let service = CaService {
         authority: current.clone(),
@@ -276,7 +305,7 @@ pub async fn start_in(args: Args, environment: Environment) -> Result<Running, E
             skew,
             control_plane_namespace: namespace.clone(),
             control_plane_trust_domain: args.trust_domain.clone(),
-            cluster_domain: CLUSTER_DOMAIN.into(),
+            cluster_domain: args.cluster_domain.clone(),
         },
         metrics: metrics.clone(),
     };
@@ -309,7 +338,7 @@ pub async fn start_in(args: Args, environment: Environment) -> Result<Running, E
     })?;
     let healthz_addr = healthz.local_addr().map_err(|source| Error::Bind {
         what: "/healthz",
-        addr: grpc_addr,
+        addr: SocketAddr::new(args.healthz_listen_address, args.healthz_port),
         source,
     })?;
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
@@ -443,8 +472,7 @@ async fn serve(
         }
     }
 
-    let tls = daprs_api::tls::server_config(ctx.serving.clone(), None)
-        .map_err(|e| Error::Config(e.to_string()))?;
+    let tls = daprs_api::tls::server_config(ctx.serving.clone(), None).map_err(Error::Tls)?;
     let incoming = daprs_api::tls::tls_incoming(servers.grpc, Arc::new(tls));
     let grpc = tonic::transport::Server::builder()
         .add_service(CaServer::new(service))
@@ -487,7 +515,6 @@ async fn reload_loop(
             .ok()?;
         Some(watcher)
     });
-    let mut serving_renew_at = tokio::time::Instant::now() + manager.workload_ttl / 2;
     loop {
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
@@ -499,26 +526,18 @@ async fn reload_loop(
             () = wait_for(shutdown.clone()) => return,
         }
         match manager.reconcile().await {
-            Ok(manager::Outcome::Changed) => {
-                serving_renew_at = tokio::time::Instant::now() + manager.workload_ttl / 2;
-            }
-            Ok(manager::Outcome::Unchanged) => {}
+            Ok(_) => {}
             // Keep signing with the CA already loaded; the error says what to fix.
             Err(error) => {
                 tracing::error!(%error, "failed to reload the CA; still using the loaded one")
             }
         }
-        if tokio::time::Instant::now() >= serving_renew_at {
-            if let Some(authority) = manager.current.get() {
-                match manager.issue_serving_certificate(&authority, (manager.clock)()) {
-                    Ok(_) => {
-                        serving_renew_at = tokio::time::Instant::now() + manager.workload_ttl / 2
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "failed to renew sentry's own certificate")
-                    }
-                }
-            }
+        let now = (manager.clock)();
+        if manager.serving_renewal_due(now)
+            && let Some(authority) = manager.current.get()
+            && let Err(error) = manager.issue_serving_certificate(&authority, now)
+        {
+            tracing::error!(%error, "failed to renew sentry's own certificate");
         }
     }
 }

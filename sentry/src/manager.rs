@@ -62,6 +62,8 @@ pub struct CaManager {
     pub clock: Clock,
     /// When the expiry warning was last logged.
     pub last_expiry_warning: std::sync::Mutex<Option<OffsetDateTime>>,
+    /// Validity (from, until) of sentry's current serving certificate.
+    pub serving_validity: std::sync::Mutex<Option<(OffsetDateTime, OffsetDateTime)>>,
 }
 
 impl std::fmt::Debug for CaManager {
@@ -254,6 +256,18 @@ impl CaManager {
         }
     }
 
+    /// True once sentry's serving certificate has reached the midpoint of its validity.
+    pub fn serving_renewal_due(&self, now: OffsetDateTime) -> bool {
+        match *self
+            .serving_validity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+        {
+            Some((from, until)) => now >= from + (until - from) / 2,
+            None => true,
+        }
+    }
+
     /// Issues sentry's own serving certificate (`spiffe://<cp-td>/ns/<ns>/dapr-sentry`).
     pub fn issue_serving_certificate(
         &self,
@@ -284,6 +298,10 @@ impl CaManager {
             let svid = Svid::from_pem(issued.chain_pem.as_bytes(), key.serialize_pem().as_bytes())
                 .map_err(|e| e.to_string())?;
             self.serving.set(svid);
+            *self
+                .serving_validity
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some((now, issued.not_after));
             Ok::<_, String>(issued.not_after)
         })();
         result.map_err(|e| {
@@ -324,6 +342,7 @@ mod tests {
             metrics: Arc::default(),
             clock,
             last_expiry_warning: Default::default(),
+            serving_validity: Default::default(),
         }
     }
 

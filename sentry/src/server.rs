@@ -83,6 +83,15 @@ impl CaService {
             .select(request.token_validator)
             .map_err(denial)?;
         let id = validator.validate(request).await.map_err(denial)?;
+        if id.app_id() == names::SENTRY_APP_ID
+            && id.namespace() == self.policy.control_plane_namespace
+        {
+            // Clients pin sentry by this id; it is never handed out.
+            return Err((
+                Status::permission_denied("sentry's own identity is never issued to clients"),
+                "validation",
+            ));
+        }
         let verified = csr::verify_pem(&request.certificate_signing_request)
             .map_err(|e| (Status::invalid_argument(e.to_string()), "bad_request"))?;
         let authority = self.authority.get().ok_or_else(|| {

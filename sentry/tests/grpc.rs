@@ -117,14 +117,149 @@ async fn a_client_obtains_a_certificate_that_verifies_against_the_returned_ancho
 #[tokio::test]
 async fn a_client_expecting_another_identity_refuses_sentry() {
     let sentry = start(&[]).await;
-    let impostor: SpiffeId = "spiffe://localhost/ns/default/not-sentry".parse().unwrap();
-    let err = sentry_client::request_svid(sentry.channel(impostor), &request("orders"))
+    let anchors = TrustAnchors::from_pem(sentry.anchors_pem().as_bytes()).unwrap();
+    let handshake = |expected: &str| {
+        let verifier = daprs_api::tls::SpiffeServerVerifier::new(
+            anchors.clone(),
+            daprs_api::tls::PeerMatcher::Exact(expected.parse().unwrap()),
+        );
+        let config = daprs_api::tls::client_config(verifier, None).unwrap();
+        let addr = sentry.running.grpc_addr;
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("sentry.invalid").unwrap();
+            tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+                .connect(name, tcp)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+    };
+    let err = handshake("spiffe://localhost/ns/default/not-sentry")
         .await
         .unwrap_err();
-    let msg = format!("{err:?}");
+    assert!(err.contains("not the expected"), "{err}");
+    // The same handshake with the right id succeeds, so the refusal is about the identity.
+    handshake("spiffe://localhost/ns/default/dapr-sentry")
+        .await
+        .unwrap();
+    sentry.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_csr_naming_another_identity_gets_the_authenticated_one() {
+    let sentry = start(&[]).await;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["payments.example".into()]).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "payments");
+    params.subject_alt_names.push(rcgen::SanType::URI(
+        "spiffe://public/ns/default/payments".try_into().unwrap(),
+    ));
+    let csr = params.serialize_request(&key).unwrap().pem().unwrap();
+    let mut client = CaClient::new(sentry.channel(sentry.sentry_id()));
+    let response = client
+        .sign_certificate(SignCertificateRequest {
+            id: "orders".into(),
+            namespace: "default".into(),
+            certificate_signing_request: csr.into_bytes(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let chain = daprs_api::tls::certs_from_pem(&response.workload_certificate).unwrap();
+    use x509_parser::prelude::FromDer;
+    let (_, leaf) = x509_parser::certificate::X509Certificate::from_der(chain[0].as_ref()).unwrap();
+    assert_eq!(
+        leaf.subject().iter().count(),
+        0,
+        "the CSR's subject is ignored"
+    );
+    let sans = leaf
+        .subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names
+        .clone();
+    assert_eq!(
+        sans,
+        vec![x509_parser::extensions::GeneralName::URI(
+            "spiffe://public/ns/default/orders"
+        )],
+        "only the authenticated identity"
+    );
+    sentry.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn sentrys_own_identity_is_never_issued() {
+    let sentry = start(&[]).await;
+    let err = sentry_client::request_svid(
+        sentry.channel(sentry.sentry_id()),
+        &SvidRequest {
+            app_id: "dapr-sentry".into(),
+            namespace: "default".into(),
+            trust_domain: "localhost".into(),
+            ..SvidRequest::default()
+        },
+    )
+    .await
+    .unwrap_err();
     assert!(
-        msg.contains("Unavailable") || msg.contains("not the expected"),
-        "{msg}"
+        matches!(&err, sentry_client::SentryClientError::Sign { code: tonic::Code::PermissionDenied, message } if message.contains("never issued")),
+        "{err:?}"
+    );
+    sentry.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_configured_jwks_validator_replaces_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, r#"{"keys": []}"#).unwrap();
+    let sentry = start(&["--jwks-source", jwks.to_str().unwrap()]).await;
+    let mut client = CaClient::new(sentry.channel(sentry.sentry_id()));
+    let (_, csr) = sentry_client::new_key_and_csr().unwrap();
+    let base = SignCertificateRequest {
+        id: "orders".into(),
+        namespace: "default".into(),
+        certificate_signing_request: csr.into_bytes(),
+        ..Default::default()
+    };
+    let status = client
+        .sign_certificate(SignCertificateRequest {
+            token_validator: TokenValidator::Insecure as i32,
+            ..base.clone()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.code(),
+        tonic::Code::InvalidArgument,
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().contains("enabled: jwks"),
+        "{}",
+        status.message()
+    );
+    // The default is now jwks, which wants a token.
+    let status = client.sign_certificate(base).await.unwrap_err();
+    assert_eq!(
+        status.code(),
+        tonic::Code::PermissionDenied,
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().contains("needs a JWT"),
+        "{}",
+        status.message()
     );
     sentry.running.stop().await.unwrap();
 }
@@ -211,6 +346,30 @@ async fn replaced_credentials_are_picked_up_without_a_restart() {
     let sentry = start(&[]).await;
     let other = start(&[]).await;
     let before = sentry.anchors_pem();
+    // Requests keep flowing during the swap; none may fail.
+    let stop_load = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let both_anchors =
+            TrustAnchors::from_pem(format!("{}{}", before, other.anchors_pem()).as_bytes())
+                .unwrap();
+        let channel = sentry_client::sentry_channel(
+            &sentry.running.grpc_addr.to_string(),
+            both_anchors,
+            sentry.sentry_id(),
+        )
+        .unwrap();
+        let stop = stop_load.clone();
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0usize, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                match sentry_client::request_svid(channel.clone(), &request("steady")).await {
+                    Ok(_) => ok += 1,
+                    Err(e) => failed.push(format!("{e:?}")),
+                }
+            }
+            (ok, failed)
+        })
+    };
     // Overlapping trust, as an operator would do it: both roots, then the new issuer.
     let both = format!("{}{}", before, other.anchors_pem());
     let creds = sentry.dir.path().join("creds");
@@ -248,6 +407,14 @@ async fn replaced_credentials_are_picked_up_without_a_restart() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(switched, "sentry never loaded the new credentials");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop_load.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (ok, failed) = load.await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "requests failed during the reload: {failed:?}"
+    );
+    assert!(ok > 10, "only {ok} requests ran during the reload");
     sentry.running.stop().await.unwrap();
     other.running.stop().await.unwrap();
 }

@@ -352,3 +352,23 @@ fn every_supported_csr_key_type_can_be_certified() {
         );
     }
 }
+
+/// A CA made by openssl whose subjects repeat `DC`: rcgen would re-encode the issuer name and
+/// its certificates would not chain, so the load-time self-check refuses it.
+#[test]
+fn a_ca_whose_certificates_would_not_verify_is_refused_at_load() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/repeated-dc/");
+    let read = |f: &str| std::fs::read_to_string(format!("{dir}{f}")).unwrap();
+    let bundle = Bundle {
+        trust_anchors: read("ca.crt"),
+        issuer_chain: read("issuer.crt"),
+        issuer_key: read("issuer.key"),
+    };
+    match Authority::load(&bundle, now()) {
+        Err(BundleError::SelfCheck { subject, .. }) => {
+            assert!(subject.contains("DC=com"), "{subject}")
+        }
+        Err(other) => panic!("expected the self-check to refuse it, got: {other}"),
+        Ok(_) => panic!("expected the self-check to refuse it"),
+    }
+}

@@ -56,7 +56,8 @@ impl std::fmt::Debug for KubernetesValidator {
     }
 }
 
-fn configuration_resource() -> ApiResource {
+/// The `dapr.io/v1alpha1` Configuration resource.
+pub fn configuration_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("dapr.io", "v1alpha1", "Configuration"),
         "configurations",
@@ -132,6 +133,14 @@ impl KubernetesValidator {
                 status.error.unwrap_or_else(|| "no reason given".into())
             )));
         }
+        // An empty list means "valid for the API server itself", not for sentry.
+        let granted = status.audiences.unwrap_or_default();
+        if !granted.iter().any(|a| self.audiences.contains(a)) {
+            return Err(Denial::Denied(format!(
+                "the token was authenticated for {granted:?}, not for {} or {}",
+                self.audiences[1], self.audiences[0]
+            )));
+        }
         let user = status.user.unwrap_or_default();
         let username = user.username.unwrap_or_default();
         let parts: Vec<&str> = username.split(':').collect();
@@ -162,7 +171,13 @@ impl KubernetesValidator {
             namespace: namespace.to_owned(),
             service_account: service_account.to_owned(),
             pod_name,
-            pod_uid: first(EXTRA_POD_UID),
+            pod_uid: first(EXTRA_POD_UID).or_else(|| {
+                claims
+                    .as_ref()?
+                    .pointer("/kubernetes.io/pod/uid")?
+                    .as_str()
+                    .map(str::to_owned)
+            }),
             expires,
         };
         self.remember(key, review.clone());

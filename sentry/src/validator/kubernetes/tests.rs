@@ -33,6 +33,8 @@ struct Scripted {
     pods: HashMap<(String, String), Value>,
     configurations: HashMap<(String, String), Value>,
     reviews: AtomicUsize,
+    /// Answer authenticated reviews without `status.audiences` (valid for the API server only).
+    omit_audiences: bool,
 }
 
 type Shared = Arc<Mutex<Scripted>>;
@@ -49,7 +51,11 @@ async fn token_review(State(s): State<Shared>, Json(body): Json<Value>) -> Json<
             if let Some((name, uid)) = &facts.pod {
                 extra = json!({ EXTRA_POD_NAME: [name], EXTRA_POD_UID: [uid] });
             }
-            json!({"authenticated": true, "user": {"username": facts.username, "extra": extra}, "audiences": wanted})
+            let granted: Vec<&String> = wanted
+                .iter()
+                .filter(|a| facts.audiences.contains(a) && !s.omit_audiences)
+                .collect();
+            json!({"authenticated": true, "user": {"username": facts.username, "extra": extra}, "audiences": granted})
         }
         Some(_) => {
             json!({"authenticated": false, "error": "token audiences is invalid for the target audiences"})
@@ -415,4 +421,20 @@ async fn successful_reviews_are_cached_for_the_tokens_lifetime() {
         let _ = f.sign("orders", "shop", "garbage").await;
     }
     assert_eq!(f.shared.lock().unwrap().reviews.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_review_that_does_not_grant_sentrys_audience_is_refused() {
+    let f = Fixture::new().await;
+    let token = f.pod_with_token(
+        "shop",
+        "orders-1",
+        "orders",
+        json!({"dapr.io/app-id": "orders"}),
+    );
+    f.shared.lock().unwrap().omit_audiences = true;
+    denied(
+        f.sign("orders", "shop", &token).await,
+        "authenticated for []",
+    );
 }
