@@ -140,6 +140,8 @@ async fn mtls_settings(
                 attempt += 1;
                 match api.get_opt(&args.config).await {
                     Ok(found) => break found,
+                    // The Configuration CRD itself is not installed (yet).
+                    Err(kube::Error::Api(status)) if status.code == 404 => break None,
                     Err(source) if attempt >= CONFIGURATION_READ_ATTEMPTS => {
                         return Err(Error::ReadConfiguration {
                             name: format!("{namespace}/{}", args.config),
@@ -295,7 +297,7 @@ pub async fn start_in(args: Args, environment: Environment) -> Result<Running, E
         metrics: metrics.clone(),
         clock: system_clock(),
         last_expiry_warning: Default::default(),
-        serving_validity: Default::default(),
+        serving_issued: Default::default(),
     };
     let service = CaService {
         authority: current.clone(),

@@ -62,8 +62,8 @@ pub struct CaManager {
     pub clock: Clock,
     /// When the expiry warning was last logged.
     pub last_expiry_warning: std::sync::Mutex<Option<OffsetDateTime>>,
-    /// Validity (from, until) of sentry's current serving certificate.
-    pub serving_validity: std::sync::Mutex<Option<(OffsetDateTime, OffsetDateTime)>>,
+    /// sentry's current serving certificate.
+    pub serving_issued: std::sync::Mutex<Option<ServingCertificate>>,
 }
 
 impl std::fmt::Debug for CaManager {
@@ -72,6 +72,15 @@ impl std::fmt::Debug for CaManager {
             .field("store", &self.store.location())
             .finish_non_exhaustive()
     }
+}
+
+/// The certificate sentry serves its CA API with.
+#[derive(Clone, Debug)]
+pub struct ServingCertificate {
+    pub issued_at: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+    /// Leaf + issuer chain, PEM.
+    pub chain_pem: String,
 }
 
 /// Result of one reconcile.
@@ -258,12 +267,8 @@ impl CaManager {
 
     /// True once sentry's serving certificate has reached the midpoint of its validity.
     pub fn serving_renewal_due(&self, now: OffsetDateTime) -> bool {
-        match *self
-            .serving_validity
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-        {
-            Some((from, until)) => now >= from + (until - from) / 2,
+        match &*self.serving_issued.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(cert) => now >= cert.issued_at + (cert.not_after - cert.issued_at) / 2,
             None => true,
         }
     }
@@ -298,10 +303,12 @@ impl CaManager {
             let svid = Svid::from_pem(issued.chain_pem.as_bytes(), key.serialize_pem().as_bytes())
                 .map_err(|e| e.to_string())?;
             self.serving.set(svid);
-            *self
-                .serving_validity
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = Some((now, issued.not_after));
+            *self.serving_issued.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(ServingCertificate {
+                    issued_at: now,
+                    not_after: issued.not_after,
+                    chain_pem: issued.chain_pem.clone(),
+                });
             Ok::<_, String>(issued.not_after)
         })();
         result.map_err(|e| {
@@ -324,6 +331,16 @@ mod tests {
 
     const HOUR: Duration = Duration::from_secs(3600);
 
+    fn verify_at(chain_pem: &str, anchors_pem: &str, at: OffsetDateTime) -> Result<(), String> {
+        let anchors = daprs_api::tls::TrustAnchors::from_pem(anchors_pem.as_bytes()).unwrap();
+        let chain = daprs_api::tls::certs_from_pem(chain_pem.as_bytes()).unwrap();
+        let at = rustls::pki_types::UnixTime::since_unix_epoch(Duration::from_secs(at.unix_timestamp() as u64));
+        anchors
+            .verify(&chain[0], &chain[1..], at, webpki::KeyUsage::server_auth(), &daprs_api::tls::provider().signature_verification_algorithms)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
     fn manager(dir: &std::path::Path, clock: Clock, rotation: Option<RotationPolicy>) -> CaManager {
         CaManager {
             store: Box::new(FileStore {
@@ -342,7 +359,7 @@ mod tests {
             metrics: Arc::default(),
             clock,
             last_expiry_warning: Default::default(),
-            serving_validity: Default::default(),
+            serving_issued: Default::default(),
         }
     }
 
@@ -430,10 +447,26 @@ mod tests {
         m.reconcile().await.unwrap();
         let first_root = m.current.get().unwrap().trust_anchors_pem().to_owned();
         let mut max_roots = 1;
+        // (time, anchors) as published, to check against what clients hold one delay later.
+        let mut published: Vec<(OffsetDateTime, String)> = vec![(clock(), first_root.clone())];
         for _ in 0..(12 * 9) {
             tokio::time::sleep(Duration::from_secs(300)).await;
             m.reconcile().await.unwrap();
+            if m.serving_renewal_due(clock()) {
+                m.issue_serving_certificate(&m.current.get().unwrap(), clock()).unwrap();
+            }
             let authority = m.current.get().unwrap();
+            published.push((clock(), authority.trust_anchors_pem().to_owned()));
+            let serving = m.serving_issued.lock().unwrap().clone().unwrap();
+            let lagging = published
+                .iter()
+                .rev()
+                .find(|(t, _)| *t <= clock() - Duration::from_secs(600))
+                .map_or(first_root.as_str(), |(_, a)| a.as_str());
+            for anchors in [authority.trust_anchors_pem(), lagging] {
+                verify_at(&serving.chain_pem, anchors, clock())
+                    .unwrap_or_else(|e| panic!("sentry's certificate fails at {} : {e}", clock()));
+            }
             max_roots = max_roots.max(authority.trust_anchor_ders().len());
             assert!(
                 authority.expiry() > clock(),
@@ -447,5 +480,62 @@ mod tests {
             "the first root was retired"
         );
         assert_eq!(m.metrics.ca_rotations.get(), 3);
+    }
+}
+
+#[cfg(test)]
+mod ownership_tests {
+    use super::*;
+    use crate::config::CredentialNames;
+    use crate::store::FileStore;
+
+    /// A CA replaced from outside while sentry's rotation.json stayed behind is user-supplied
+    /// now: sentry neither rotates nor overwrites it.
+    #[tokio::test]
+    async fn a_replaced_ca_with_stale_bookkeeping_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let hour = Duration::from_secs(3600);
+        let manager = |clock: Clock| CaManager {
+            store: Box::new(FileStore { dir: dir.path().to_owned(), names: CredentialNames::default() }),
+            trust_domain: "localhost".into(),
+            namespace: "default".into(),
+            algorithm: KeyAlgorithm::Ed25519,
+            ca_ttl: 10 * hour,
+            rotation: Some(RotationPolicy {
+                rotate_before: 3 * hour,
+                propagation_delay: Duration::from_secs(600),
+                workload_ttl: hour,
+                skew: Duration::from_secs(60),
+            }),
+            workload_ttl: hour,
+            skew: Duration::from_secs(60),
+            current: CurrentAuthority::default(),
+            serving: SvidResolver::default(),
+            metrics: Arc::default(),
+            clock,
+            last_expiry_warning: Default::default(),
+            serving_issued: Default::default(),
+        };
+        manager(system_clock()).reconcile().await.unwrap();
+        assert!(dir.path().join("rotation.json").exists());
+
+        // The user drops in a CA of their own (8h left), leaving rotation.json.
+        let user = ca::generate(
+            &GenerateOptions { trust_domain: "localhost", namespace: "default", algorithm: KeyAlgorithm::Ed25519, ttl: 8 * hour, skew: Duration::ZERO },
+            OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("ca.crt"), &user.trust_anchors).unwrap();
+        std::fs::write(dir.path().join("issuer.crt"), &user.issuer_chain).unwrap();
+        std::fs::write(dir.path().join("issuer.key"), &user.issuer_key).unwrap();
+
+        // Six hours later a managed CA would rotate; this one must not be touched.
+        let later = OffsetDateTime::now_utc() + 6 * hour;
+        let m = manager(Arc::new(move || later));
+        m.reconcile().await.unwrap();
+        assert_eq!(std::fs::read_to_string(dir.path().join("ca.crt")).unwrap(), user.trust_anchors);
+        assert_eq!(std::fs::read_to_string(dir.path().join("issuer.key")).unwrap(), user.issuer_key);
+        assert_eq!(m.metrics.ca_rotations.get(), 0);
+        assert_eq!(m.current.get().unwrap().bundle(), &user);
     }
 }

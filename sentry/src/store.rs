@@ -538,6 +538,16 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_cert_manager_secret_without_its_root_is_partial() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = generated();
+        std::fs::write(dir.path().join("tls.crt"), &bundle.issuer_chain).unwrap();
+        std::fs::write(dir.path().join("tls.key"), &bundle.issuer_key).unwrap();
+        let msg = store(dir.path()).load().await.unwrap_err().to_string();
+        assert!(msg.contains("tls.crt, tls.key present") && msg.contains("ca.crt missing"), "{msg}");
+    }
+
+    #[tokio::test]
     async fn custom_file_names_are_used() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore {

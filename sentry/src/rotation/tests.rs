@@ -197,3 +197,38 @@ fn a_user_supplied_ca_is_never_rotated() {
         None
     );
 }
+
+/// sentry comes back from downtime 3 minutes before its CA expires: it publishes the new root
+/// and, with no time left to wait for propagation, switches at once.
+#[test]
+fn a_ca_about_to_expire_switches_without_waiting() {
+    let now = start();
+    let mut ca = StoredCa {
+        bundle: crate::ca::generate(&generate_options(), now).unwrap(),
+        rotation: Some(RotationState::default()),
+    };
+    let mut steps = Vec::new();
+    let late = now + 10 * HOUR - 3 * MINUTE;
+    settle(&mut ca, late, &mut steps);
+    let kinds: Vec<_> = steps.iter().map(|(_, s)| s.clone()).collect();
+    assert!(matches!(kinds[..], [Step::PublishedNewRoot { .. }, Step::SwitchedIssuer]), "{kinds:?}");
+    let retiring = &ca.rotation.as_ref().unwrap().retiring;
+    assert_eq!(retiring[0].after, now + 10 * HOUR + policy().skew, "old root kept until it expires");
+}
+
+#[test]
+fn promote_pending_signs_with_the_waiting_issuer() {
+    let now = start();
+    let mut ca = StoredCa {
+        bundle: crate::ca::generate(&generate_options(), now).unwrap(),
+        rotation: Some(RotationState::default()),
+    };
+    let mut steps = Vec::new();
+    settle(&mut ca, now + 7 * HOUR + MINUTE, &mut steps);
+    let pending = ca.rotation.as_ref().unwrap().pending.clone().unwrap();
+    let promoted = ca.promote_pending().unwrap();
+    assert_eq!(promoted.bundle.issuer_chain, pending.issuer_chain);
+    assert_eq!(promoted.bundle.trust_anchors.matches("BEGIN CERTIFICATE").count(), 1);
+    assert!(promoted.bookkeeping_matches());
+    Authority::load(&promoted.bundle, now + 11 * HOUR).unwrap();
+}

@@ -194,7 +194,11 @@ impl KubernetesValidator {
         let configuration = tokio::time::timeout(API_TIMEOUT, api.get_opt(name))
             .await
             .map_err(|_| Denial::Unavailable("reading the Configuration timed out".into()))?
-            .map_err(|e| api_unavailable("reading the Configuration", e))?
+            .or_else(|e| match e {
+                // The Configuration CRD is not installed: no Configuration can exist.
+                kube::Error::Api(status) if status.code == 404 => Ok(None),
+                e => Err(api_unavailable("reading the Configuration", e)),
+            })?
             .ok_or_else(|| {
                 Denial::Denied(format!(
                     "Configuration {namespace}/{name} named by the pod's {} annotation does not exist",
