@@ -12,8 +12,8 @@ use daprs_e2e::{Cluster, TempNs};
 use daprs_sentry::config::{Args, CredentialNames};
 use daprs_sentry::validator::Validator;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use kube::api::{DeleteParams, PostParams};
 use kube::Api;
+use kube::api::{DeleteParams, PostParams};
 use serde_json::json;
 
 const CP_TD: &str = "cluster.local";
