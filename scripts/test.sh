@@ -17,8 +17,12 @@ DAPRS_K8S_BIN=$(scripts/k8s-binaries.sh | tail -n 1)
 [ -x "$DAPRS_K8S_BIN/kube-apiserver" ] || die "scripts/k8s-binaries.sh did not produce kube-apiserver in '$DAPRS_K8S_BIN'"
 export DAPRS_K8S_BIN
 
-step "formatting"
+step "formatting and lints"
+if ! cargo fmt --version >/dev/null 2>&1; then
+	rustup component add rustfmt clippy >&2 || die "rustfmt is missing and 'rustup component add rustfmt clippy' failed"
+fi
 cargo fmt --all -- --check || die "code is not formatted: run 'cargo fmt --all'"
+cargo clippy --workspace --all-targets --locked -- -D warnings || die "clippy found problems (above)"
 
 step "tests (unit, integration, real TLS, real Kubernetes API server)"
 cargo test --workspace --all-targets --locked

@@ -2,6 +2,8 @@
 //! own ServiceAccount and only the RBAC in `fixtures/sentry-rbac.yaml`: every case of the
 //! kubernetes validator, the trust bundle it creates and reuses, and clear failures without RBAC.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches fail loudly
+
 use std::time::Duration;
 
 use clap::Parser;

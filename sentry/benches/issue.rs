@@ -3,6 +3,8 @@
 //!
 //! `cargo bench -p daprs-sentry --bench issue`
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches fail loudly
+
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

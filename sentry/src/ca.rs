@@ -168,8 +168,7 @@ pub(crate) fn chain_ends_at(issuer_chain: &str, root: &CertificateDer<'_>) -> bo
     };
     chain
         .iter()
-        .filter(|c| c.der != roots[0].der)
-        .last()
+        .rfind(|c| c.der != roots[0].der)
         .is_some_and(|top| is_signed_by(top, &roots[0]))
 }
 

@@ -267,7 +267,11 @@ impl CaManager {
 
     /// True once sentry's serving certificate has reached the midpoint of its validity.
     pub fn serving_renewal_due(&self, now: OffsetDateTime) -> bool {
-        match &*self.serving_issued.lock().unwrap_or_else(|e| e.into_inner()) {
+        match &*self
+            .serving_issued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+        {
             Some(cert) => now >= cert.issued_at + (cert.not_after - cert.issued_at) / 2,
             None => true,
         }
@@ -303,12 +307,14 @@ impl CaManager {
             let svid = Svid::from_pem(issued.chain_pem.as_bytes(), key.serialize_pem().as_bytes())
                 .map_err(|e| e.to_string())?;
             self.serving.set(svid);
-            *self.serving_issued.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some(ServingCertificate {
-                    issued_at: now,
-                    not_after: issued.not_after,
-                    chain_pem: issued.chain_pem.clone(),
-                });
+            *self
+                .serving_issued
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(ServingCertificate {
+                issued_at: now,
+                not_after: issued.not_after,
+                chain_pem: issued.chain_pem.clone(),
+            });
             Ok::<_, String>(issued.not_after)
         })();
         result.map_err(|e| {
@@ -334,9 +340,17 @@ mod tests {
     fn verify_at(chain_pem: &str, anchors_pem: &str, at: OffsetDateTime) -> Result<(), String> {
         let anchors = daprs_api::tls::TrustAnchors::from_pem(anchors_pem.as_bytes()).unwrap();
         let chain = daprs_api::tls::certs_from_pem(chain_pem.as_bytes()).unwrap();
-        let at = rustls::pki_types::UnixTime::since_unix_epoch(Duration::from_secs(at.unix_timestamp() as u64));
+        let at = rustls::pki_types::UnixTime::since_unix_epoch(Duration::from_secs(
+            at.unix_timestamp() as u64,
+        ));
         anchors
-            .verify(&chain[0], &chain[1..], at, webpki::KeyUsage::server_auth(), &daprs_api::tls::provider().signature_verification_algorithms)
+            .verify(
+                &chain[0],
+                &chain[1..],
+                at,
+                webpki::KeyUsage::server_auth(),
+                &daprs_api::tls::provider().signature_verification_algorithms,
+            )
             .map(drop)
             .map_err(|e| e.to_string())
     }
@@ -453,7 +467,8 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(300)).await;
             m.reconcile().await.unwrap();
             if m.serving_renewal_due(clock()) {
-                m.issue_serving_certificate(&m.current.get().unwrap(), clock()).unwrap();
+                m.issue_serving_certificate(&m.current.get().unwrap(), clock())
+                    .unwrap();
             }
             let authority = m.current.get().unwrap();
             published.push((clock(), authority.trust_anchors_pem().to_owned()));
@@ -496,7 +511,10 @@ mod ownership_tests {
         let dir = tempfile::tempdir().unwrap();
         let hour = Duration::from_secs(3600);
         let manager = |clock: Clock| CaManager {
-            store: Box::new(FileStore { dir: dir.path().to_owned(), names: CredentialNames::default() }),
+            store: Box::new(FileStore {
+                dir: dir.path().to_owned(),
+                names: CredentialNames::default(),
+            }),
             trust_domain: "localhost".into(),
             namespace: "default".into(),
             algorithm: KeyAlgorithm::Ed25519,
@@ -521,7 +539,13 @@ mod ownership_tests {
 
         // The user drops in a CA of their own (8h left), leaving rotation.json.
         let user = ca::generate(
-            &GenerateOptions { trust_domain: "localhost", namespace: "default", algorithm: KeyAlgorithm::Ed25519, ttl: 8 * hour, skew: Duration::ZERO },
+            &GenerateOptions {
+                trust_domain: "localhost",
+                namespace: "default",
+                algorithm: KeyAlgorithm::Ed25519,
+                ttl: 8 * hour,
+                skew: Duration::ZERO,
+            },
             OffsetDateTime::now_utc(),
         )
         .unwrap();
@@ -533,8 +557,14 @@ mod ownership_tests {
         let later = OffsetDateTime::now_utc() + 6 * hour;
         let m = manager(Arc::new(move || later));
         m.reconcile().await.unwrap();
-        assert_eq!(std::fs::read_to_string(dir.path().join("ca.crt")).unwrap(), user.trust_anchors);
-        assert_eq!(std::fs::read_to_string(dir.path().join("issuer.key")).unwrap(), user.issuer_key);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("ca.crt")).unwrap(),
+            user.trust_anchors
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("issuer.key")).unwrap(),
+            user.issuer_key
+        );
         assert_eq!(m.metrics.ca_rotations.get(), 0);
         assert_eq!(m.current.get().unwrap().bundle(), &user);
     }

@@ -544,7 +544,10 @@ mod tests {
         std::fs::write(dir.path().join("tls.crt"), &bundle.issuer_chain).unwrap();
         std::fs::write(dir.path().join("tls.key"), &bundle.issuer_key).unwrap();
         let msg = store(dir.path()).load().await.unwrap_err().to_string();
-        assert!(msg.contains("tls.crt, tls.key present") && msg.contains("ca.crt missing"), "{msg}");
+        assert!(
+            msg.contains("tls.crt, tls.key present") && msg.contains("ca.crt missing"),
+            "{msg}"
+        );
     }
 
     #[tokio::test]

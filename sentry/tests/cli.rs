@@ -1,5 +1,7 @@
 //! The `sentry` binary's handling of bad configuration: one line naming the problem, exit 64.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches fail loudly
+
 use std::process::Command;
 
 fn sentry(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {

@@ -1,6 +1,8 @@
 //! sentry over real TLS on 127.0.0.1: the shared client obtains certificates, the returned chain
 //! verifies against the returned anchors, and every refusal carries the right gRPC code.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches fail loudly
+
 use std::time::Duration;
 
 use clap::Parser;

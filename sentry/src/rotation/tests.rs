@@ -211,9 +211,19 @@ fn a_ca_about_to_expire_switches_without_waiting() {
     let late = now + 10 * HOUR - 3 * MINUTE;
     settle(&mut ca, late, &mut steps);
     let kinds: Vec<_> = steps.iter().map(|(_, s)| s.clone()).collect();
-    assert!(matches!(kinds[..], [Step::PublishedNewRoot { .. }, Step::SwitchedIssuer]), "{kinds:?}");
+    assert!(
+        matches!(
+            kinds[..],
+            [Step::PublishedNewRoot { .. }, Step::SwitchedIssuer]
+        ),
+        "{kinds:?}"
+    );
     let retiring = &ca.rotation.as_ref().unwrap().retiring;
-    assert_eq!(retiring[0].after, now + 10 * HOUR + policy().skew, "old root kept until it expires");
+    assert_eq!(
+        retiring[0].after,
+        now + 10 * HOUR + policy().skew,
+        "old root kept until it expires"
+    );
 }
 
 #[test]
@@ -228,7 +238,14 @@ fn promote_pending_signs_with_the_waiting_issuer() {
     let pending = ca.rotation.as_ref().unwrap().pending.clone().unwrap();
     let promoted = ca.promote_pending().unwrap();
     assert_eq!(promoted.bundle.issuer_chain, pending.issuer_chain);
-    assert_eq!(promoted.bundle.trust_anchors.matches("BEGIN CERTIFICATE").count(), 1);
+    assert_eq!(
+        promoted
+            .bundle
+            .trust_anchors
+            .matches("BEGIN CERTIFICATE")
+            .count(),
+        1
+    );
     assert!(promoted.bookkeeping_matches());
     Authority::load(&promoted.bundle, now + 11 * HOUR).unwrap();
 }

@@ -324,10 +324,11 @@ async fn a_pod_with_another_service_account_is_refused() {
         "orders",
         json!({"dapr.io/app-id": "orders"}),
     );
-    let mut s = f.shared.lock().unwrap();
-    let pod = s.pods.get_mut(&("shop".into(), "orders-1".into())).unwrap();
-    pod["spec"]["serviceAccountName"] = json!("admin");
-    drop(s);
+    {
+        let mut s = f.shared.lock().unwrap();
+        let pod = s.pods.get_mut(&("shop".into(), "orders-1".into())).unwrap();
+        pod["spec"]["serviceAccountName"] = json!("admin");
+    }
     denied(
         f.sign("orders", "shop", &token).await,
         "runs as service account \"admin\"",
