@@ -246,21 +246,71 @@ impl fmt::Display for PeerMatcher {
     }
 }
 
-/// Verifies a server by SPIFFE id against [`TrustAnchors`]; the TLS server name is ignored.
+/// What both verifiers share: the anchors, the expected peer and the signature algorithms.
 #[derive(Debug)]
-pub struct SpiffeServerVerifier {
+struct PeerVerifier {
     anchors: TrustAnchors,
     expected: PeerMatcher,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl SpiffeServerVerifier {
-    pub fn new(anchors: TrustAnchors, expected: PeerMatcher) -> Self {
+impl PeerVerifier {
+    fn new(anchors: TrustAnchors, expected: PeerMatcher) -> Self {
         Self {
             anchors,
             expected,
             algorithms: provider().signature_verification_algorithms,
         }
+    }
+
+    fn check(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+        usage: webpki::KeyUsage,
+    ) -> Result<(), rustls::Error> {
+        let seen = self
+            .anchors
+            .verify(end_entity, intermediates, now, usage, &self.algorithms)?;
+        self.expected.check(&seen)
+    }
+}
+
+/// The handshake-signature methods both verifier traits need, delegated to [`PeerVerifier`].
+macro_rules! handshake_signatures {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.algorithms)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.algorithms)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.algorithms.supported_schemes()
+        }
+    };
+}
+
+/// Verifies a server by SPIFFE id against [`TrustAnchors`]; the TLS server name is ignored.
+#[derive(Debug)]
+pub struct SpiffeServerVerifier(PeerVerifier);
+
+impl SpiffeServerVerifier {
+    pub fn new(anchors: TrustAnchors, expected: PeerMatcher) -> Self {
+        Self(PeerVerifier::new(anchors, expected))
     }
 }
 
@@ -273,55 +323,25 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let seen = self.anchors.verify(
+        self.0.check(
             end_entity,
             intermediates,
             now,
             webpki::KeyUsage::server_auth(),
-            &self.algorithms,
         )?;
-        self.expected.check(&seen)?;
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
+    handshake_signatures!();
 }
 
 /// Verifies TLS clients against [`TrustAnchors`] and authorises them by SPIFFE id.
 #[derive(Debug)]
-pub struct SpiffeClientVerifier {
-    anchors: TrustAnchors,
-    expected: PeerMatcher,
-    algorithms: WebPkiSupportedAlgorithms,
-}
+pub struct SpiffeClientVerifier(PeerVerifier);
 
 impl SpiffeClientVerifier {
     pub fn new(anchors: TrustAnchors, expected: PeerMatcher) -> Self {
-        Self {
-            anchors,
-            expected,
-            algorithms: provider().signature_verification_algorithms,
-        }
+        Self(PeerVerifier::new(anchors, expected))
     }
 }
 
@@ -337,38 +357,16 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let seen = self.anchors.verify(
+        self.0.check(
             end_entity,
             intermediates,
             now,
             webpki::KeyUsage::client_auth(),
-            &self.algorithms,
         )?;
-        self.expected.check(&seen)?;
         Ok(ClientCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
+    handshake_signatures!();
 }
 
 /// A certificate chain and its private key: what a component presents.
