@@ -35,3 +35,256 @@ pub fn render_all() -> Result<Vec<(String, String)>, Error> {
         })
         .collect()
 }
+
+/// Annotation recording which daprs version applied a CRD.
+pub const VERSION_ANNOTATION: &str = "daprs.dev/version";
+
+/// Field manager of the CRD apply.
+pub const CRD_FIELD_MANAGER: &str = "daprs-operator";
+
+fn version_tuple(v: &str) -> Option<(u64, u64, u64)> {
+    let core = v.split(['-', '+']).next()?;
+    let mut parts = core.split('.').map(|p| p.parse::<u64>().ok());
+    Some((
+        parts.next()??,
+        parts.next()??,
+        parts.next().flatten().unwrap_or(0),
+    ))
+}
+
+/// Whether the installed CRD (by its version annotation) should be replaced by ours: when it
+/// is missing, unversioned, or older. A newer one is left alone, so a rolling upgrade never
+/// has the old replica undo the new one.
+pub fn needs_apply(installed: Option<&CustomResourceDefinition>, ours: &str) -> bool {
+    let Some(installed) = installed else {
+        return true;
+    };
+    let theirs = installed
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(VERSION_ANNOTATION))
+        .and_then(|v| version_tuple(v));
+    match (theirs, version_tuple(ours)) {
+        (Some(theirs), Some(ours)) => theirs < ours,
+        _ => true,
+    }
+}
+
+/// Our CRDs as applied at start-up: version-annotated, the conversion webhook pointed at the
+/// operator (`namespace`, or `url`) with `ca_bundle`.
+pub fn for_apply(
+    namespace: &str,
+    url: Option<&str>,
+    ca_bundle: Option<&[u8]>,
+) -> Vec<CustomResourceDefinition> {
+    daprs_api::crd::definitions()
+        .into_iter()
+        .map(|mut crd| {
+            crd.metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(VERSION_ANNOTATION.into(), env!("CARGO_PKG_VERSION").into());
+            point_conversion(&mut crd, namespace, url, ca_bundle);
+            crd
+        })
+        .collect()
+}
+
+/// Sets the conversion webhook's target and caBundle (no-op for CRDs without one).
+pub fn point_conversion(
+    crd: &mut CustomResourceDefinition,
+    namespace: &str,
+    url: Option<&str>,
+    ca_bundle: Option<&[u8]>,
+) {
+    let Some(config) = crd
+        .spec
+        .conversion
+        .as_mut()
+        .and_then(|c| c.webhook.as_mut())
+        .and_then(|w| w.client_config.as_mut())
+    else {
+        return;
+    };
+    match url {
+        Some(url) => {
+            config.service = None;
+            config.url = Some(format!(
+                "{}{}",
+                url.trim_end_matches('/'),
+                daprs_api::crd::CONVERSION_PATH
+            ));
+        }
+        None => {
+            if let Some(service) = config.service.as_mut() {
+                service.namespace = namespace.to_owned();
+            }
+        }
+    }
+    config.ca_bundle = ca_bundle.map(|b| k8s_openapi::ByteString(b.to_vec()));
+}
+
+/// What failed while applying CRDs.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("failed to read CRD {name}: {source}")]
+    Read {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(
+        "failed to apply CRD {name}: {source} (the operator needs get and patch on customresourcedefinitions; or pass --disable-crd-apply and install crds/ yourself)"
+    )]
+    Apply {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Applies every CRD that is missing or older than ours.
+pub async fn apply(
+    client: &kube::Client,
+    crds: Vec<CustomResourceDefinition>,
+) -> Result<Vec<String>, ApplyError> {
+    use kube::api::{Patch, PatchParams};
+    let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+    let mut applied = Vec::new();
+    for crd in crds {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        let installed = api
+            .get_opt(&name)
+            .await
+            .map_err(|source| ApplyError::Read {
+                name: name.clone(),
+                source,
+            })?;
+        if !needs_apply(installed.as_ref(), env!("CARGO_PKG_VERSION")) {
+            continue;
+        }
+        api.patch(
+            &name,
+            &PatchParams::apply(CRD_FIELD_MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .map_err(|source| ApplyError::Apply {
+            name: name.clone(),
+            source,
+        })?;
+        tracing::info!(crd = %name, "CRD applied");
+        applied.push(name);
+    }
+    Ok(applied)
+}
+
+/// Keeps the Subscription conversion webhook pointed at this operator with `ca_bundle`
+/// (Dapr's JSON patch of namespace and caBundle, skipped when already equal).
+pub async fn patch_conversion(
+    client: &kube::Client,
+    namespace: &str,
+    url: Option<&str>,
+    ca_bundle: &[u8],
+) -> Result<bool, ApplyError> {
+    use kube::api::{Patch, PatchParams};
+    let name = daprs_api::crd::SUBSCRIPTION_CRD_NAME.to_owned();
+    let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+    let Some(mut crd) = api
+        .get_opt(&name)
+        .await
+        .map_err(|source| ApplyError::Read {
+            name: name.clone(),
+            source,
+        })?
+    else {
+        return Ok(false);
+    };
+    let before = crd.spec.conversion.clone();
+    point_conversion(&mut crd, namespace, url, Some(ca_bundle));
+    if crd.spec.conversion == before {
+        return Ok(false);
+    }
+    let patch = serde_json::json!({"spec": {"conversion": crd.spec.conversion}});
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|source| ApplyError::Apply { name, source })?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn installed(version: Option<&str>) -> CustomResourceDefinition {
+        let mut crd = daprs_api::crd::definitions().remove(0);
+        if let Some(v) = version {
+            crd.metadata.annotations = Some([(VERSION_ANNOTATION.to_owned(), v.to_owned())].into());
+        }
+        crd
+    }
+
+    #[test]
+    fn only_missing_unversioned_or_older_crds_are_applied() {
+        assert!(needs_apply(None, "0.2.0"));
+        assert!(
+            needs_apply(Some(&installed(None)), "0.2.0"),
+            "installed by hand or by Dapr"
+        );
+        assert!(needs_apply(Some(&installed(Some("0.1.9"))), "0.2.0"));
+        assert!(!needs_apply(Some(&installed(Some("0.2.0"))), "0.2.0"));
+        assert!(
+            !needs_apply(Some(&installed(Some("0.10.0"))), "0.2.0"),
+            "newer is left alone"
+        );
+    }
+
+    #[test]
+    fn the_conversion_webhook_points_at_the_operator() {
+        let crds = for_apply("dapr-system", None, Some(b"PEM"));
+        let sub = crds
+            .iter()
+            .find(|c| c.metadata.name.as_deref() == Some(daprs_api::crd::SUBSCRIPTION_CRD_NAME))
+            .unwrap();
+        let config = sub
+            .spec
+            .conversion
+            .as_ref()
+            .unwrap()
+            .webhook
+            .as_ref()
+            .unwrap()
+            .client_config
+            .as_ref()
+            .unwrap();
+        assert_eq!(config.service.as_ref().unwrap().namespace, "dapr-system");
+        assert_eq!(config.ca_bundle.as_ref().unwrap().0, b"PEM");
+        assert!(crds.iter().all(|c| {
+            c.metadata
+                .annotations
+                .as_ref()
+                .unwrap()
+                .contains_key(VERSION_ANNOTATION)
+        }));
+
+        let by_url = for_apply("x", Some("https://127.0.0.1:9443/"), None);
+        let sub = by_url.iter().find(|c| c.spec.conversion.is_some()).unwrap();
+        let config = sub
+            .spec
+            .conversion
+            .as_ref()
+            .unwrap()
+            .webhook
+            .as_ref()
+            .unwrap()
+            .client_config
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            config.url.as_deref(),
+            Some("https://127.0.0.1:9443/convert")
+        );
+        assert!(config.service.is_none());
+    }
+}

@@ -1,0 +1,149 @@
+//! The operator's flags: Dapr's names and defaults (§3.5 of the reference), plus the few
+//! daprs adds (each marked).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use daprs_api::cli::LogArgs;
+
+fn go_duration(s: &str) -> Result<Duration, String> {
+    daprs_api::duration::parse_go_duration(s).map_err(|e| e.to_string())
+}
+
+/// `--watch-interval`: `0` (off) is all daprs accepts; the watchdog is not implemented.
+fn watch_interval(s: &str) -> Result<Duration, String> {
+    let off = || {
+        Err(format!(
+            "{s:?}: the watchdog (restarting pods that missed injection) is not implemented by daprs; use 0"
+        ))
+    };
+    match s {
+        "0" | "" => Ok(Duration::ZERO),
+        "once" => off(),
+        other => match go_duration(other)? {
+            d if d.is_zero() => Ok(d),
+            _ => off(),
+        },
+    }
+}
+
+fn no_argo(s: &str) -> Result<bool, String> {
+    match s {
+        "false" => Ok(false),
+        "true" => Err("Argo Rollouts are not supported by daprs; remove the flag".into()),
+        other => Err(format!("{other:?} is not a boolean")),
+    }
+}
+
+/// `operator`: serves Dapr resources to sidecars and reconciles their Services.
+#[derive(Clone, Debug, clap::Parser)]
+#[command(name = "operator", version, about)]
+pub struct Args {
+    /// Name of the control plane's Configuration (in the operator's namespace); it must exist.
+    #[arg(long, default_value = daprs_api::names::CONTROL_PLANE_CONFIGURATION)]
+    pub config: String,
+    /// Watchdog interval; only 0 (off) is supported.
+    #[arg(long, default_value = "0", value_parser = watch_interval)]
+    pub watch_interval: Duration,
+    /// Watchdog pod restart rate (accepted for compatibility; the watchdog is off).
+    #[arg(long, default_value_t = 20)]
+    pub max_pod_restarts_per_minute: u32,
+    /// Watchdog label patching (accepted for compatibility; the watchdog is off).
+    #[arg(long, default_value_t = false)]
+    pub watchdog_can_patch_pod_labels: bool,
+    /// Run the reconcilers without a Lease (only safe with one replica).
+    #[arg(long, default_value_t = false)]
+    pub disable_leader_election: bool,
+    /// Do not create `<app-id>-dapr` Services.
+    #[arg(long, default_value_t = false)]
+    pub disable_service_reconciler: bool,
+    /// Only this namespace's resources and workloads (default: all namespaces).
+    #[arg(long, default_value = "")]
+    pub watch_namespace: String,
+    /// Argo Rollouts support; daprs accepts only `false`.
+    #[arg(long, default_value = "false", value_parser = no_argo, num_args = 0..=1, default_missing_value = "true")]
+    pub enable_argo_rollout_service_reconciler: bool,
+    /// The trust anchors (PEM) sidecar certificates chain to.
+    #[arg(long, default_value = "/var/run/secrets/dapr.io/tls/ca.crt")]
+    pub trust_anchors_file: PathBuf,
+    /// Port of the operator API (gRPC, mutual TLS).
+    #[arg(long, default_value_t = 6500)]
+    pub port: u16,
+    /// Address the operator API listens on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub listen_address: IpAddr,
+    /// Port of `/healthz`.
+    #[arg(long, default_value_t = daprs_api::names::HEALTHZ_PORT)]
+    pub healthz_port: u16,
+    /// Address `/healthz` listens on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub healthz_listen_address: IpAddr,
+    /// Port of the webhooks (Subscription conversion, Component validation; HTTPS).
+    #[arg(long, default_value_t = 19443)]
+    pub webhook_server_port: u16,
+    /// Address the webhooks listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub webhook_server_listen_address: IpAddr,
+    /// Informer resync period; watches here never resync, so only 0 changes nothing.
+    #[arg(long, default_value = "0", value_parser = go_duration)]
+    pub cache_sync_period: Duration,
+    /// Port of the Prometheus `/metrics` endpoint.
+    #[arg(long, default_value_t = daprs_api::names::METRICS_PORT)]
+    pub metrics_port: u16,
+    /// Address `/metrics` listens on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub metrics_listen_address: IpAddr,
+    /// Serve Prometheus metrics.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub enable_metrics: bool,
+    /// daprs: do not apply the CRDs at start-up (for clusters whose CRDs are managed elsewhere).
+    #[arg(long, default_value_t = false)]
+    pub disable_crd_apply: bool,
+    /// daprs: serve the webhooks with `tls.crt`/`tls.key` from this folder and publish its
+    /// `ca.crt` as caBundle, instead of the operator's SVID and the trust anchors (e.g. a
+    /// cert-manager Secret).
+    #[arg(long)]
+    pub webhook_tls_dir: Option<PathBuf>,
+    /// daprs: reach the webhooks at this base URL (`https://host:port`) instead of the
+    /// `dapr-webhook` Service.
+    #[arg(long)]
+    pub webhook_url: Option<String>,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn defaults_are_daprs() {
+        let args = Args::parse_from(["operator"]);
+        assert_eq!(args.port, 6500);
+        assert_eq!(args.webhook_server_port, 19443);
+        assert_eq!(args.healthz_port, 8080);
+        assert_eq!(args.metrics_port, 9090);
+        assert_eq!(args.config, "daprsystem");
+        assert!(!args.disable_leader_election);
+        assert_eq!(
+            args.trust_anchors_file,
+            PathBuf::from("/var/run/secrets/dapr.io/tls/ca.crt")
+        );
+    }
+
+    #[test]
+    fn unsupported_features_are_refused_with_the_reason() {
+        let err = Args::try_parse_from(["operator", "--watch-interval", "30s"]).unwrap_err();
+        let line = daprs_api::cli::one_line(&err);
+        assert!(
+            line.contains("--watch-interval") && line.contains("not implemented"),
+            "{line}"
+        );
+        assert!(Args::try_parse_from(["operator", "--watch-interval", "0s"]).is_ok());
+        let err = Args::try_parse_from(["operator", "--enable-argo-rollout-service-reconciler"])
+            .unwrap_err();
+        assert!(daprs_api::cli::one_line(&err).contains("Argo"));
+    }
+}

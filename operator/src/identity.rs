@@ -1,0 +1,107 @@
+//! The operator's own SVID (`dapr-operator`), obtained from sentry like daprd's and renewed at
+//! half its life; the old certificate keeps serving while a renewal fails. Until the first
+//! one arrives the servers fail closed (no certificate, no handshake).
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use daprs_api::SpiffeId;
+use daprs_api::proto::sentry::TokenValidator;
+use daprs_api::sentry_client::{self, SvidRequest};
+use daprs_api::tls::{SvidResolver, TrustAnchors};
+use tokio::sync::watch;
+
+/// Wait between failed requests.
+pub const RETRY_INTERVAL: Duration = Duration::from_secs(10);
+/// Env var naming the token file (Dapr's).
+pub const ENV_TOKEN_FILE: &str = "DAPR_SENTRY_TOKEN_FILE";
+/// The legacy service-account token.
+pub const LEGACY_TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
+/// Where to get the SVID from.
+#[derive(Clone, Debug)]
+pub struct Sentry {
+    pub address: String,
+    pub control_plane_trust_domain: String,
+    pub namespace: String,
+    pub anchors: TrustAnchors,
+}
+
+/// The token and validator to present: `DAPR_SENTRY_TOKEN_FILE`, the projected sentry token,
+/// the legacy service-account token, or none (insecure, for sentry's standalone mode).
+fn token() -> (String, TokenValidator) {
+    let candidates: Vec<PathBuf> = std::env::var_os(ENV_TOKEN_FILE)
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([
+            PathBuf::from(daprs_api::names::SENTRY_TOKEN_PATH),
+            PathBuf::from(LEGACY_TOKEN_PATH),
+        ])
+        .collect();
+    for path in candidates {
+        if let Ok(token) = std::fs::read_to_string(&path) {
+            return (token.trim().to_owned(), TokenValidator::Kubernetes);
+        }
+    }
+    (String::new(), TokenValidator::Insecure)
+}
+
+impl Sentry {
+    fn sentry_id(&self) -> Result<SpiffeId, String> {
+        SpiffeId::new(
+            &self.control_plane_trust_domain,
+            &self.namespace,
+            daprs_api::names::SENTRY_APP_ID,
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    /// Asks sentry once.
+    pub async fn request(&self) -> Result<sentry_client::IssuedSvid, String> {
+        let channel =
+            sentry_client::sentry_channel(&self.address, self.anchors.clone(), self.sentry_id()?)
+                .map_err(|e| e.to_string())?;
+        let (token, validator) = token();
+        let request = SvidRequest {
+            app_id: daprs_api::names::OPERATOR_APP_ID.into(),
+            namespace: self.namespace.clone(),
+            trust_domain: self.control_plane_trust_domain.clone(),
+            token,
+            validator,
+        };
+        sentry_client::request_svid(channel, &request)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Keeps `resolver` holding a valid SVID until `shutdown`; `held` turns true at the first.
+pub async fn keep(
+    sentry: Sentry,
+    resolver: SvidResolver,
+    held: watch::Sender<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let wait = match sentry.request().await {
+            Ok(issued) => {
+                tracing::info!(id = %issued.svid.id, "obtained the operator's certificate from sentry");
+                let renew_at = issued.renew_at();
+                resolver.set(issued.svid);
+                held.send_replace(true);
+                renew_at
+                    .duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO)
+                    .max(Duration::from_secs(1))
+            }
+            Err(error) => {
+                tracing::error!(%error, sentry = %sentry.address, "failed to obtain the operator's certificate; retrying");
+                RETRY_INTERVAL
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = crate::api::stopped(&mut shutdown) => return,
+        }
+    }
+}
