@@ -84,6 +84,39 @@ fn pure_mutate() {
     report("mutate() alone", samples, start.elapsed());
 }
 
+/// The server's own work per request without TLS or sockets: body parsing, `mutate()`,
+/// response encoding, logging and metrics (the router through `oneshot`).
+async fn router_alone() {
+    use tower::ServiceExt;
+    let live = daprs_injector::router::Live::default();
+    live.set_trust_anchors("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
+    let app = daprs_injector::router::router(daprs_injector::router::AppState {
+        config: Arc::new(InjectorConfig::for_tests()),
+        live: Arc::new(live),
+        metrics: Arc::new(daprs_injector::metrics::Metrics::default()),
+    });
+    let mut samples = Vec::with_capacity(20_000);
+    let start = Instant::now();
+    for _ in 0..20_000 {
+        let request = axum::http::Request::post("/mutate")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(REVIEW))
+            .unwrap();
+        let t = Instant::now();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        samples.push(t.elapsed());
+        assert!(!body.is_empty());
+    }
+    report(
+        "router alone (parse, mutate, encode; no TLS)",
+        samples,
+        start.elapsed(),
+    );
+}
+
 async fn connect(
     addr: std::net::SocketAddr,
     config: Arc<rustls::ClientConfig>,
@@ -106,6 +139,7 @@ async fn main() {
     let opts = Opts::parse();
     daprs_api::tls::install_default_provider();
     pure_mutate();
+    router_alone().await;
 
     // PKI and an injector serving from files.
     let dir = tempfile::tempdir().unwrap();
@@ -180,6 +214,7 @@ async fn main() {
     // Warm-up, then the measured run.
     let mut warm = connect(running.webhook_addr, client.clone()).await;
     for _ in 0..500 {
+        warm.ready().await.unwrap();
         let response = warm.send_request(request()).await.unwrap();
         response.into_body().collect().await.unwrap();
     }
@@ -202,6 +237,10 @@ async fn main() {
             let mut errors = 0u64;
             while let Ok(scheduled) = rx.recv().await {
                 let scheduled: Instant = scheduled;
+                if sender.ready().await.is_err() {
+                    errors += 1;
+                    continue;
+                }
                 match sender.send_request(request()).await {
                     Ok(response) if response.status() == 200 => {
                         response.into_body().collect().await.unwrap();

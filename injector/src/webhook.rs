@@ -149,6 +149,8 @@ pub async fn keep_ca_bundle(
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
+        // What is applied now covers every change seen so far.
+        anchors_changed.borrow_and_update();
         if let Some(anchors) = live.trust_anchors() {
             match apply_ca_bundle(&client, &name, &anchors).await {
                 Ok(()) => {
