@@ -97,7 +97,8 @@ pub struct Args {
     /// Serve Prometheus metrics.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub enable_metrics: bool,
-    /// daprs: do not apply the CRDs at start-up (for clusters whose CRDs are managed elsewhere).
+    /// daprs: leave the CRDs alone: no apply at start-up, no caBundle updates of the
+    /// Subscription conversion webhook (for clusters whose CRDs are managed elsewhere).
     #[arg(long, default_value_t = false)]
     pub disable_crd_apply: bool,
     /// daprs: serve the webhooks with `tls.crt`/`tls.key` from this folder and publish its

@@ -144,15 +144,18 @@ pub enum ApplyError {
     },
 }
 
-/// Applies every CRD that is missing or older than ours.
+/// Applies every CRD that is missing or older than ours, its conversion webhook pointed at
+/// this operator (`namespace`'s `dapr-webhook` Service, or `url`) with `ca_bundle`.
 pub async fn apply(
     client: &kube::Client,
-    crds: Vec<CustomResourceDefinition>,
+    namespace: &str,
+    url: Option<&str>,
+    ca_bundle: &[u8],
 ) -> Result<Vec<String>, ApplyError> {
     use kube::api::{Patch, PatchParams};
     let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
     let mut applied = Vec::new();
-    for crd in crds {
+    for crd in for_apply(namespace, url, Some(ca_bundle)) {
         let name = crd.metadata.name.clone().unwrap_or_default();
         let installed = api
             .get_opt(&name)
@@ -163,6 +166,11 @@ pub async fn apply(
             })?;
         if !needs_apply(installed.as_ref(), env!("CARGO_PKG_VERSION")) {
             continue;
+        }
+        if installed.is_some() && crd.spec.conversion.is_some() {
+            // Switching between service and url: the other one may belong to another field
+            // manager, which apply would keep (and the API server allows only one).
+            patch_conversion(client, namespace, url, ca_bundle).await?;
         }
         api.patch(
             &name,
@@ -180,8 +188,23 @@ pub async fn apply(
     Ok(applied)
 }
 
+/// The merge patch that points a conversion webhook at us, removing the other alternative
+/// (`url` or `service`) explicitly.
+pub fn conversion_patch(crd: &CustomResourceDefinition) -> serde_json::Value {
+    let mut conversion = serde_json::to_value(&crd.spec.conversion).unwrap_or_default();
+    if let Some(config) = conversion
+        .pointer_mut("/webhook/clientConfig")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        for alternative in ["url", "service"] {
+            config.entry(alternative).or_insert(serde_json::Value::Null);
+        }
+    }
+    serde_json::json!({"spec": {"conversion": conversion}})
+}
+
 /// Keeps the Subscription conversion webhook pointed at this operator with `ca_bundle`
-/// (Dapr's JSON patch of namespace and caBundle, skipped when already equal).
+/// (Dapr's patch of namespace and caBundle, skipped when already equal).
 pub async fn patch_conversion(
     client: &kube::Client,
     namespace: &str,
@@ -206,10 +229,13 @@ pub async fn patch_conversion(
     if crd.spec.conversion == before {
         return Ok(false);
     }
-    let patch = serde_json::json!({"spec": {"conversion": crd.spec.conversion}});
-    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(|source| ApplyError::Apply { name, source })?;
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(&conversion_patch(&crd)),
+    )
+    .await
+    .map_err(|source| ApplyError::Apply { name, source })?;
     Ok(true)
 }
 
@@ -270,6 +296,12 @@ mod tests {
 
         let by_url = for_apply("x", Some("https://127.0.0.1:9443/"), None);
         let sub = by_url.iter().find(|c| c.spec.conversion.is_some()).unwrap();
+        let patch = conversion_patch(sub);
+        let patched = &patch["spec"]["conversion"]["webhook"]["clientConfig"];
+        assert!(
+            patched["service"].is_null() && patched.get("service").is_some(),
+            "service is removed: {patched}"
+        );
         let config = sub
             .spec
             .conversion

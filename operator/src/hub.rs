@@ -44,6 +44,10 @@ pub struct Object {
     pub value: Value,
     /// `value` as JSON bytes, encoded once for every stream that needs no secret inlined.
     pub encoded: Bytes,
+    /// A hash of what sidecars see: the object without `status` and bookkeeping metadata
+    /// (resourceVersion, generation, managedFields). A change that leaves it equal (a status
+    /// write) is stored but not published, so status reports never make sidecars reload.
+    pub fingerprint: u64,
 }
 
 impl Object {
@@ -52,6 +56,23 @@ impl Object {
         let meta = &value["metadata"];
         let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
         let encoded = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
+        let fingerprint = {
+            use std::hash::{Hash, Hasher};
+            let mut content = value.clone();
+            if let Some(object) = content.as_object_mut() {
+                object.remove("status");
+            }
+            if let Some(meta) = content.get_mut("metadata").and_then(Value::as_object_mut) {
+                for field in ["resourceVersion", "generation", "managedFields"] {
+                    meta.remove(field);
+                }
+            }
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            serde_json::to_string(&content)
+                .unwrap_or_default()
+                .hash(&mut hasher);
+            hasher.finish()
+        };
         Self {
             namespace: text(&meta["namespace"]),
             name: text(&meta["name"]),
@@ -60,6 +81,7 @@ impl Object {
             scopes: daprs_api::crd::scopes_of(&value),
             value,
             encoded,
+            fingerprint,
         }
     }
 
@@ -226,6 +248,12 @@ impl Hub {
             return;
         }
         state.objects.insert(object.key(), object.clone());
+        if old
+            .as_ref()
+            .is_some_and(|o| o.fingerprint == object.fingerprint)
+        {
+            return;
+        }
         publish(&mut state, old, Some(object));
     }
 
@@ -271,7 +299,7 @@ impl Hub {
         }
         for (key, new) in &listed {
             match previous.get(key) {
-                Some(old) if old.resource_version == new.resource_version => {}
+                Some(old) if old.fingerprint == new.fingerprint => {}
                 old => publish(&mut state, old.cloned(), Some(new.clone())),
             }
         }

@@ -372,8 +372,13 @@ pub async fn start_in(args: Args, env: Environment) -> Result<Running, Error> {
         WebhookTls::Files { ca_bundle, .. } => ca_bundle.clone(),
     };
     if !disable_crd_apply {
-        let crds = crds::for_apply(&env.namespace, webhook_url.as_deref(), Some(&ca_bundle));
-        crds::apply(&env.client, crds).await?;
+        crds::apply(
+            &env.client,
+            &env.namespace,
+            webhook_url.as_deref(),
+            &ca_bundle,
+        )
+        .await?;
     }
 
     let (shutdown, shutdown_rx) = signal::channel(false);
@@ -515,12 +520,10 @@ pub async fn start_in(args: Args, env: Environment) -> Result<Running, Error> {
         );
         let mut last_file = anchors_pem.clone();
         let mut bundle = ca_bundle.clone();
-        // With --disable-crd-apply the CRD still has to be pointed at us once.
-        let mut published = if disable_crd_apply {
-            Vec::new()
-        } else {
-            ca_bundle.clone()
-        };
+        // Checked (and patched when different) on the first pass; with --disable-crd-apply the
+        // CRDs, their conversion webhook included, are someone else's to manage.
+        let mut published = Vec::new();
+        let manage_crds = !disable_crd_apply;
         tokio::spawn(async move {
             loop {
                 if let Ok(pem) = std::fs::read(&file)
@@ -539,7 +542,7 @@ pub async fn start_in(args: Args, env: Environment) -> Result<Running, Error> {
                     }
                     last_file = pem;
                 }
-                if bundle != published {
+                if manage_crds && bundle != published {
                     match crds::patch_conversion(&client, &namespace, url.as_deref(), &bundle).await
                     {
                         Ok(_) => published = bundle.clone(),

@@ -26,8 +26,12 @@ fn to_value(mut object: DynamicObject, resource: &ApiResource) -> serde_json::Va
             kind: resource.kind.clone(),
         });
     }
-    // Nobody downstream reads managedFields; they would double the memory and the payloads.
+    // Sidecars read neither managedFields nor daprs' status (Dapr sends none); both would
+    // only add memory and payload.
     object.metadata.managed_fields = None;
+    if let Some(data) = object.data.as_object_mut() {
+        data.remove("status");
+    }
     serde_json::to_value(object).unwrap_or_default()
 }
 

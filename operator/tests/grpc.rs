@@ -153,7 +153,8 @@ fn component(ns: &str, name: &str, rv: &str, scopes: &[&str]) -> Value {
         "scopes": scopes,
         "spec": {"type": "state.redis", "version": "v1", "ignoreErrors": false, "initTimeout": "", "metadata": [
             {"name": "redisHost", "value": "redis:6379"},
-            {"name": "redisPassword", "secretKeyRef": {"name": "redis", "key": "password"}}
+            {"name": "redisPassword", "secretKeyRef": {"name": "redis", "key": "password"}},
+            {"name": "revision", "value": rv}
         ]}
     })
 }

@@ -6,7 +6,7 @@ fn component(name: &str, rv: &str, scopes: &[&str]) -> Value {
         "apiVersion": "dapr.io/v1alpha1", "kind": "Component",
         "metadata": {"name": name, "namespace": "ns", "resourceVersion": rv},
         "scopes": scopes,
-        "spec": {"type": "state.redis", "version": "v1", "metadata": []}
+        "spec": {"type": "state.redis", "version": "v1", "metadata": [{"name": "revision", "value": rv}]}
     })
 }
 
@@ -203,4 +203,36 @@ fn a_name_filter_keeps_only_that_object() {
     hub.apply(component("other", "2", &[]));
     let names: Vec<_> = drain(&mut sub).into_iter().map(|(_, n, _)| n).collect();
     assert_eq!(names, ["appconfig"]);
+}
+
+#[test]
+fn status_only_changes_are_stored_but_not_published() {
+    let hub = synced_hub();
+    let mut sub = hub.subscribe(filter("a"));
+    hub.apply(component("c", "1", &[]));
+    let mut with_status = component("c", "1", &[]);
+    with_status["metadata"]["resourceVersion"] = json!("2");
+    with_status["status"] = json!({"conditions": [{"type": "Ready", "status": "True"}]});
+    with_status["metadata"]["managedFields"] = json!([{"manager": "x"}]);
+    hub.apply(with_status);
+    let mut labelled = component("c", "1", &[]);
+    labelled["metadata"]["resourceVersion"] = json!("3");
+    labelled["metadata"]["labels"] = json!({"team": "a"});
+    hub.apply(labelled);
+    let seen: Vec<_> = drain(&mut sub)
+        .into_iter()
+        .map(|(k, _, rv)| (k, rv))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (EventKind::Created, "1".into()),
+            (EventKind::Updated, "3".into())
+        ]
+    );
+    assert_eq!(
+        hub.get("ns", "c").unwrap().resource_version,
+        "3",
+        "the latest is stored"
+    );
 }

@@ -1,0 +1,814 @@
+//! The operator against the real API server, running with its own ServiceAccount's token and
+//! only the RBAC in `fixtures/operator-rbac.yaml`, its certificate from an in-process sentry:
+//! real Dapr manifests apply (and bad ones are refused or warned), a Component change reaches
+//! a connected sidecar stream, an annotated Deployment gets its owned `<app-id>-dapr` Service,
+//! sidecar reports show up in `kubectl get components`, and v1alpha1 Subscriptions convert.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use daprs_api::SpiffeId;
+use daprs_api::proto::operator::operator_client::OperatorClient;
+use daprs_api::proto::operator::resource_status_client::ResourceStatusClient;
+use daprs_api::proto::operator::*;
+use daprs_api::sentry_client::{self, SvidRequest};
+use daprs_api::tls::{self, PeerMatcher, SpiffeServerVerifier, SvidResolver, TrustAnchors};
+use daprs_e2e::{Cluster, TempNs};
+use k8s_openapi::api::core::v1::Service;
+use kube::Api;
+use serde_json::{Value, json};
+
+const CP_TD: &str = "localhost";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn manifest(name: &str) -> String {
+    std::fs::read_to_string(repo().join("operator/tests/fixtures/manifests").join(name)).unwrap()
+}
+
+/// kubectl's exit status, stdout and stderr.
+async fn kubectl_raw(
+    cluster: &Cluster,
+    args: &[&str],
+    stdin: Option<String>,
+) -> (bool, String, String) {
+    let mut cmd = tokio::process::Command::from(cluster.kubectl());
+    cmd.args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("kubectl runs");
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        use tokio::io::AsyncWriteExt;
+        input.write_all(text.as_bytes()).await.unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().await.unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn kubectl(cluster: &Cluster, args: &[&str], stdin: Option<String>) -> String {
+    let (ok, out, err) = kubectl_raw(cluster, args, stdin).await;
+    assert!(ok, "kubectl {args:?}: {err}");
+    out
+}
+
+/// Polls `check` until it returns `Some`, for up to `secs` seconds.
+async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The CRDs as a cluster admin installs them from the repository (`kubectl apply -f crds/`).
+async fn install_crds(cluster: &Cluster) {
+    static ONCE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    ONCE.get_or_init(|| async {
+        let dir = repo().join("crds");
+        kubectl(
+            cluster,
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "-f",
+                dir.to_str().unwrap(),
+            ],
+            None,
+        )
+        .await;
+        kubectl(
+            cluster,
+            &[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "crd",
+                "-l",
+                "app.kubernetes.io/part-of=dapr",
+            ],
+            None,
+        )
+        .await;
+    })
+    .await;
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A control plane: sentry (standalone, in-process) and the operator (in-process, with its
+/// ServiceAccount's token and RBAC) in their own namespace, and a namespace for apps.
+struct Fixture {
+    cluster: &'static Cluster,
+    cp: TempNs,
+    apps: TempNs,
+    cluster_role: String,
+    dir: tempfile::TempDir,
+    sentry: daprs_sentry::Running,
+    operator: Option<daprs_operator::Running>,
+    webhook_port: u16,
+}
+
+impl Fixture {
+    /// `extra` operator flags; `--watch-namespace` is always the apps namespace. With
+    /// `webhook_url` the CRDs' conversion webhook is reached by URL (there is no cluster DNS).
+    async fn new(extra: &[&str], webhook_url: bool) -> Self {
+        tls::install_default_provider();
+        let cluster = Cluster::shared().await;
+        install_crds(cluster).await;
+        let cp = TempNs::create(cluster.connection()).await.unwrap();
+        let apps = TempNs::create(cluster.connection()).await.unwrap();
+        let cluster_role = format!("daprs-operator-{}", cp.name());
+        let rbac = include_str!("../fixtures/operator-rbac.yaml")
+            .replace("CLUSTER_ROLE", &cluster_role)
+            .replace("NAMESPACE", cp.name());
+        kubectl(cluster, &["apply", "-f", "-"], Some(rbac)).await;
+
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("creds");
+        let sentry_args = daprs_sentry::config::Args::parse_from([
+            "sentry",
+            "--issuer-credentials",
+            creds.to_str().unwrap(),
+            "--listen-address",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--healthz-listen-address",
+            "127.0.0.1",
+            "--healthz-port",
+            "0",
+            "--enable-metrics=false",
+        ]);
+        let sentry = daprs_sentry::start_in(
+            sentry_args,
+            daprs_sentry::Environment {
+                namespace: cp.name().to_owned(),
+                client: None,
+            },
+        )
+        .await
+        .unwrap();
+        let url = format!("http://{}/healthz", sentry.healthz_addr);
+        eventually(20, "sentry", || async {
+            reqwest::get(&url)
+                .await
+                .is_ok_and(|r| r.status() == 200)
+                .then_some(())
+        })
+        .await;
+
+        // The control plane's Configuration, pointing the operator at sentry.
+        let daprsystem = json!({
+            "apiVersion": "dapr.io/v1alpha1", "kind": "Configuration",
+            "metadata": {"name": "daprsystem"},
+            "spec": {"mtls": {"enabled": true, "controlPlaneTrustDomain": CP_TD,
+                              "sentryAddress": sentry.grpc_addr.to_string()}}
+        });
+        cp.accepts(&daprsystem).await;
+
+        // The webhooks' serving certificate, trusted by the API server.
+        let tls_dir = dir.path().join("webhook-tls");
+        std::fs::create_dir_all(&tls_dir).unwrap();
+        let cert = cluster
+            .issue_certificate("dapr-webhook", &["127.0.0.1"])
+            .unwrap();
+        std::fs::write(tls_dir.join("tls.crt"), &cert.cert_pem).unwrap();
+        std::fs::write(tls_dir.join("tls.key"), &cert.key_pem).unwrap();
+        std::fs::write(tls_dir.join("ca.crt"), cluster.connection().ca_pem()).unwrap();
+
+        let mut fixture = Self {
+            cluster,
+            cp,
+            apps,
+            cluster_role,
+            dir,
+            sentry,
+            operator: None,
+            webhook_port: free_port(),
+        };
+        let url = format!("https://127.0.0.1:{}", fixture.webhook_port);
+        let mut flags = extra.to_vec();
+        if webhook_url {
+            flags.extend(["--webhook-url", url.as_str()]);
+        }
+        fixture.start_operator(&flags).await;
+        fixture
+    }
+
+    fn anchors_path(&self) -> PathBuf {
+        self.dir.path().join("creds/ca.crt")
+    }
+
+    async fn operator_client(&self) -> kube::Client {
+        let client = self
+            .cp
+            .client_for_service_account("dapr-operator")
+            .await
+            .unwrap();
+        // RBAC reaches the authorizer's cache after a moment.
+        let probe: Api<daprs_api::crd::Component> =
+            Api::namespaced(client.clone(), self.apps.name());
+        eventually(30, "the operator's RBAC", || {
+            let probe = probe.clone();
+            async move { probe.list(&Default::default()).await.ok().map(|_| ()) }
+        })
+        .await;
+        client
+    }
+
+    async fn start_operator(&mut self, extra: &[&str]) {
+        let port = self.webhook_port.to_string();
+        let tls_dir = self.dir.path().join("webhook-tls");
+        let anchors = self.anchors_path();
+        let mut argv = vec![
+            "operator",
+            "--listen-address",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--healthz-listen-address",
+            "127.0.0.1",
+            "--healthz-port",
+            "0",
+            "--metrics-listen-address",
+            "127.0.0.1",
+            "--metrics-port",
+            "0",
+            "--webhook-server-listen-address",
+            "127.0.0.1",
+            "--webhook-server-port",
+            &port,
+            "--webhook-tls-dir",
+            tls_dir.to_str().unwrap(),
+            "--trust-anchors-file",
+            anchors.to_str().unwrap(),
+            "--watch-namespace",
+            self.apps.name(),
+        ];
+        argv.extend_from_slice(extra);
+        let args = daprs_operator::config::Args::parse_from(argv);
+        let env = daprs_operator::Environment {
+            namespace: self.cp.name().to_owned(),
+            client: self.operator_client().await,
+            identity: format!("operator-{}", self.cp.name()),
+        };
+        let running = daprs_operator::start_in(args, env).await.unwrap();
+        let url = format!("http://{}/healthz", running.healthz_addr);
+        eventually(60, "the operator to become ready", || async {
+            reqwest::get(&url)
+                .await
+                .is_ok_and(|r| r.status() == 200)
+                .then_some(())
+        })
+        .await;
+        self.operator = Some(running);
+    }
+
+    fn operator(&self) -> &daprs_operator::Running {
+        self.operator.as_ref().unwrap()
+    }
+
+    /// A channel to the operator as the sidecar of `app_id` in the apps namespace.
+    async fn sidecar_channel(&self, app_id: &str) -> tonic::transport::Channel {
+        let anchors = TrustAnchors::from_pem(&std::fs::read(self.anchors_path()).unwrap()).unwrap();
+        let sentry_id = SpiffeId::new(CP_TD, self.cp.name(), "dapr-sentry").unwrap();
+        let channel = sentry_client::sentry_channel(
+            &self.sentry.grpc_addr.to_string(),
+            anchors.clone(),
+            sentry_id,
+        )
+        .unwrap();
+        let issued = sentry_client::request_svid(
+            channel,
+            &SvidRequest {
+                app_id: app_id.into(),
+                namespace: self.apps.name().into(),
+                ..SvidRequest::default()
+            },
+        )
+        .await
+        .unwrap();
+        let operator_id = SpiffeId::new(CP_TD, self.cp.name(), "dapr-operator").unwrap();
+        let verifier = SpiffeServerVerifier::new(anchors, PeerMatcher::Exact(operator_id));
+        let config = tls::client_config(verifier, Some(SvidResolver::with(issued.svid))).unwrap();
+        sentry_client::tls_channel(&self.operator().grpc_addr.to_string(), config).unwrap()
+    }
+
+    async fn apply(&self, yaml: &str) -> (bool, String, String) {
+        kubectl_raw(
+            self.cluster,
+            &["apply", "-n", self.apps.name(), "-f", "-"],
+            Some(yaml.to_owned()),
+        )
+        .await
+    }
+
+    async fn cleanup(mut self) {
+        if let Some(operator) = self.operator.take() {
+            operator.stop().await.unwrap();
+        }
+        let _ = kubectl_raw(
+            self.cluster,
+            &[
+                "delete",
+                "clusterrole,clusterrolebinding",
+                &self.cluster_role,
+            ],
+            None,
+        )
+        .await;
+        let _ = kubectl_raw(
+            self.cluster,
+            &[
+                "delete",
+                "validatingwebhookconfiguration",
+                &format!("daprs-components-{}", self.cp.name()),
+                "--ignore-not-found",
+            ],
+            None,
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn real_dapr_manifests_apply_and_bad_ones_are_refused_with_the_reason() {
+    let f = Fixture::new(&["--disable-crd-apply"], false).await;
+    for name in [
+        "redis-statestore.yaml",
+        "kafka-pubsub.yaml",
+        "configuration.yaml",
+        "subscription-v2alpha1.yaml",
+        "resiliency.yaml",
+        "httpendpoint.yaml",
+    ] {
+        let (ok, out, err) = f.apply(&manifest(name)).await;
+        assert!(ok, "{name}: {err}");
+        assert!(
+            out.contains("created") || out.contains("configured"),
+            "{name}: {out}"
+        );
+    }
+    // The printer columns work.
+    let listed = kubectl(f.cluster, &["get", "components", "-n", f.apps.name()], None).await;
+    assert!(
+        listed.contains("TYPE")
+            && listed.contains("state.redis")
+            && listed.contains("pubsub.kafka"),
+        "{listed}"
+    );
+
+    // CEL rules and the schema catch real mistakes, with a message that says what to do.
+    let empty_secret = manifest("redis-statestore.yaml").replace("name: redis\n", "name: \"\"\n");
+    let (ok, _, err) = f.apply(&empty_secret).await;
+    assert!(
+        !ok && err.contains("secretKeyRef.name must name a secret"),
+        "{err}"
+    );
+    let bad_type = manifest("kafka-pubsub.yaml").replace("type: pubsub.kafka", "type: kafka");
+    let (ok, _, err) = f.apply(&bad_type).await;
+    assert!(
+        !ok && err.contains("spec.type must be <building block>.<name>"),
+        "{err}"
+    );
+    let bad_url = manifest("httpendpoint.yaml").replace("https://api.payments", "api.payments");
+    let (ok, _, err) = f.apply(&bad_url).await;
+    assert!(
+        !ok && err.contains("spec.baseUrl must start with http:// or https://"),
+        "{err}"
+    );
+    let typo = manifest("configuration.yaml").replace("samplingRate:", "samplingRat:");
+    let (ok, _, err) = f.apply(&typo).await;
+    assert!(
+        !ok && err.contains("samplingRat"),
+        "strict field validation names the unknown field: {err}"
+    );
+    f.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_component_webhook_denies_broken_components_and_warns_about_typos() {
+    let f = Fixture::new(&["--disable-crd-apply"], false).await;
+    let webhook = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": format!("daprs-components-{}", f.cp.name())},
+        "webhooks": [{
+            "name": "components.operator.daprs.dev",
+            "admissionReviewVersions": ["v1"],
+            "sideEffects": "None",
+            "failurePolicy": "Fail",
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": f.apps.name()}},
+            "rules": [{"apiGroups": ["dapr.io"], "apiVersions": ["v1alpha1"], "operations": ["CREATE", "UPDATE"], "resources": ["components"]}],
+            "clientConfig": {
+                "url": format!("https://127.0.0.1:{}{}", f.webhook_port, daprs_operator::webhook::VALIDATE_PATH),
+                "caBundle": base64_of(f.cluster.connection().ca_pem()),
+            }
+        }]
+    });
+    kubectl(f.cluster, &["apply", "-f", "-"], Some(webhook.to_string())).await;
+    let missing_host = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: broken\nspec:\n  type: state.redis\n  version: v1\n  metadata:\n    - name: redisHots\n      value: redis:6379\n";
+    // The configuration reaches the API server's informer after a moment.
+    let err = eventually(30, "the webhook to answer", || async {
+        let (ok, _, err) = f.apply(missing_host).await;
+        (!ok && err.contains("denied the request")).then_some(err)
+    })
+    .await;
+    assert!(
+        err.contains("\"redisHost\"") && err.contains("\"redisHots\" looks like a misspelling"),
+        "{err}"
+    );
+
+    let typo = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: warned\nspec:\n  type: state.redis\n  version: v1\n  metadata:\n    - name: redisHost\n      value: redis:6379\n    - name: redisPasword\n      value: x\n";
+    let (ok, _, err) = f.apply(typo).await;
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("Warning") && err.contains("did you mean \"redisPassword\"?"),
+        "{err}"
+    );
+    let (ok, _, err) = f.apply(&manifest("kafka-pubsub.yaml")).await;
+    assert!(
+        ok && err.contains("not one daprs implements"),
+        "unknown types are a warning: {err}"
+    );
+    f.cleanup().await;
+}
+
+fn base64_of(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+#[tokio::test]
+async fn a_component_change_reaches_a_connected_stream_with_its_secret_inlined() {
+    let f = Fixture::new(&["--disable-crd-apply"], false).await;
+    kubectl(
+        f.cluster,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "redis",
+            "-n",
+            f.apps.name(),
+            "--from-literal=redis-password=s3cret",
+        ],
+        None,
+    )
+    .await;
+    let (ok, _, err) = f.apply(&manifest("redis-statestore.yaml")).await;
+    assert!(ok, "{err}");
+    let mut client = OperatorClient::new(f.sidecar_channel("orders").await);
+    let listed = eventually(20, "the component in the list", || {
+        let mut client = client.clone();
+        let ns = f.apps.name().to_owned();
+        async move {
+            let list = client
+                .list_components(ListComponentsRequest { namespace: ns })
+                .await
+                .ok()?
+                .into_inner();
+            (!list.components.is_empty()).then_some(list.components)
+        }
+    })
+    .await;
+    let component: Value = serde_json::from_slice(&listed[0]).unwrap();
+    assert_eq!(
+        component["spec"]["metadata"][1]["value"], "czNjcmV0",
+        "base64 of the Secret's value"
+    );
+
+    let mut stream = client
+        .component_update(ComponentUpdateRequest {
+            namespace: f.apps.name().into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let changed = manifest("redis-statestore.yaml").replace(
+        "keyPrefix\n      value: name",
+        "keyPrefix\n      value: appid",
+    );
+    let applied_at = std::time::Instant::now();
+    let (ok, _, err) = f.apply(&changed).await;
+    assert!(ok, "{err}");
+    let event = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    eprintln!("kubectl apply → stream event: {:?}", applied_at.elapsed());
+    let value: Value = serde_json::from_slice(&event.component).unwrap();
+    assert_eq!(event.r#type, ResourceEventType::Updated as i32);
+    assert_eq!(value["spec"]["metadata"][3]["value"], "appid");
+    assert_eq!(value["spec"]["metadata"][1]["value"], "czNjcmV0");
+
+    // Another app, outside the scopes, sees nothing of it.
+    let mut other = OperatorClient::new(f.sidecar_channel("billing").await);
+    let list = other
+        .list_components(ListComponentsRequest {
+            namespace: f.apps.name().into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(list.components.is_empty());
+    f.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_annotated_deployment_gets_an_owned_headless_service_and_the_leader_holds_the_lease() {
+    let f = Fixture::new(&["--disable-crd-apply"], false).await;
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "orders"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "orders"}},
+            "template": {
+                "metadata": {"labels": {"app": "orders"},
+                             "annotations": {"dapr.io/enabled": "true", "dapr.io/app-id": "orders", "dapr.io/metrics-port": "9999"}},
+                "spec": {"containers": [{"name": "app", "image": "example/orders:1"}]}
+            }
+        }
+    });
+    let created = f.apps.accepts(&deployment).await;
+    let services: Api<Service> = Api::namespaced(f.cluster.client(), f.apps.name());
+    let service = eventually(30, "the orders-dapr Service", || {
+        let services = services.clone();
+        async move { services.get_opt("orders-dapr").await.ok().flatten() }
+    })
+    .await;
+    let owner = &service.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("Deployment", "orders")
+    );
+    assert_eq!(Some(owner.uid.as_str()), created.metadata.uid.as_deref());
+    let spec = service.spec.unwrap();
+    assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+    let ports: Vec<_> = spec
+        .ports
+        .unwrap()
+        .iter()
+        .map(|p| (p.name.clone().unwrap(), p.port))
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            ("dapr-http".into(), 80),
+            ("dapr-grpc".into(), 50001),
+            ("dapr-internal".into(), 50002),
+            ("dapr-metrics".into(), 9999)
+        ]
+    );
+    let metrics = reqwest::get(format!(
+        "http://{}/metrics",
+        f.operator().metrics_addr.unwrap()
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert!(
+        metrics.contains("dapr_operator_service_created_total{app_id=\"orders\"} 1"),
+        "{metrics}"
+    );
+
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(f.cluster.client(), f.cp.name());
+    let lease = leases.get("operator.dapr.io").await.unwrap();
+    assert_eq!(
+        lease.spec.unwrap().holder_identity,
+        Some(format!("operator-{}", f.cp.name()))
+    );
+
+    // Deleting the Deployment takes the Service with it (garbage collection by owner).
+    kubectl(
+        f.cluster,
+        &["delete", "deployment", "orders", "-n", f.apps.name()],
+        None,
+    )
+    .await;
+    eventually(60, "the Service to be collected", || {
+        let services = services.clone();
+        async move {
+            services
+                .get_opt("orders-dapr")
+                .await
+                .ok()
+                .and_then(|s| s.is_none().then_some(()))
+        }
+    })
+    .await;
+    f.cleanup().await;
+}
+
+#[tokio::test]
+async fn sidecar_reports_show_in_kubectl_get_components() {
+    let f = Fixture::new(&["--disable-crd-apply"], false).await;
+    let (ok, _, err) = f.apply(&manifest("redis-statestore.yaml")).await;
+    assert!(ok, "{err}");
+    let components: Api<daprs_api::crd::Component> =
+        Api::namespaced(f.cluster.client(), f.apps.name());
+    let generation = components
+        .get("statestore")
+        .await
+        .unwrap()
+        .metadata
+        .generation
+        .unwrap();
+    let report = |app: &'static str, condition: ResourceConditionStatus, message: &'static str| {
+        let f = &f;
+        async move {
+            let mut client = ResourceStatusClient::new(f.sidecar_channel(app).await);
+            client
+                .report_resources(ReportResourcesRequest {
+                    namespace: f.apps.name().into(),
+                    results: vec![ResourceResult {
+                        resource_type: ResourceType::ResourceComponent as i32,
+                        event_type: EventType::EventInit as i32,
+                        name: "statestore".into(),
+                        condition: condition as i32,
+                        reason: Some("Init".into()),
+                        message: Some(message.into()),
+                        observed_generation: generation,
+                        last_transaction_time: None,
+                    }],
+                })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    assert!(
+        report("orders", ResourceConditionStatus::StatusSuccess, "")
+            .await
+            .rejected
+            .is_empty()
+    );
+    assert!(
+        report("checkout", ResourceConditionStatus::StatusSuccess, "")
+            .await
+            .rejected
+            .is_empty()
+    );
+    let table = eventually(30, "Ready=True with 2 loaded", || async {
+        let out = kubectl(
+            f.cluster,
+            &[
+                "get",
+                "components",
+                "statestore",
+                "-n",
+                f.apps.name(),
+                "--no-headers",
+            ],
+            None,
+        )
+        .await;
+        let cols: Vec<_> = out.split_whitespace().collect();
+        (cols.get(2) == Some(&"True") && cols.get(3) == Some(&"2")).then_some(out)
+    })
+    .await;
+    assert!(
+        table.starts_with("statestore") && table.contains("state.redis"),
+        "{table}"
+    );
+
+    assert!(
+        report(
+            "checkout",
+            ResourceConditionStatus::StatusFailure,
+            "dial tcp: connection refused"
+        )
+        .await
+        .rejected
+        .is_empty()
+    );
+    let component = eventually(30, "Ready=False", || {
+        let components = components.clone();
+        async move {
+            let c = components.get("statestore").await.ok()?;
+            let ready = c
+                .status
+                .as_ref()?
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Ready")?
+                .clone();
+            (ready.status == "False").then_some(c)
+        }
+    })
+    .await;
+    let status = component.status.unwrap();
+    assert_eq!((status.loaded, status.failed), (Some(1), Some(1)));
+    assert!(
+        status.conditions[0].message.contains("checkout: dial tcp"),
+        "{:?}",
+        status.conditions
+    );
+    assert_eq!(
+        status.apps.len(),
+        2,
+        "one entry per app, each its own: {:?}",
+        status.apps
+    );
+    f.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_operator_applies_its_crds_and_converts_v1alpha1_subscriptions() {
+    let f = Fixture::new(&[], true).await;
+    // It applied (upgraded) the CRDs the admin installed without a daprs version.
+    let crd = kubectl(
+        f.cluster,
+        &["get", "crd", "subscriptions.dapr.io", "-o", "json"],
+        None,
+    )
+    .await;
+    let crd: Value = serde_json::from_str(&crd).unwrap();
+    assert_eq!(
+        crd["metadata"]["annotations"]["daprs.dev/version"],
+        env!("CARGO_PKG_VERSION")
+    );
+    let client_config = &crd["spec"]["conversion"]["webhook"]["clientConfig"];
+    assert_eq!(
+        client_config["url"],
+        format!("https://127.0.0.1:{}/convert", f.webhook_port),
+        "{client_config}"
+    );
+
+    let (ok, _, err) = f.apply(&manifest("subscription-v1alpha1.yaml")).await;
+    assert!(
+        ok,
+        "a v1alpha1 Subscription is stored through the conversion webhook: {err}"
+    );
+    let stored = kubectl(
+        f.cluster,
+        &[
+            "get",
+            "subscriptions.v2alpha1.dapr.io",
+            "order-sub-v1",
+            "-n",
+            f.apps.name(),
+            "-o",
+            "json",
+        ],
+        None,
+    )
+    .await;
+    let stored: Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(stored["spec"]["routes"]["default"], "/orders");
+    let (ok, _, err) = f.apply(&manifest("subscription-v2alpha1.yaml")).await;
+    assert!(ok, "{err}");
+    let old = kubectl(
+        f.cluster,
+        &[
+            "get",
+            "subscriptions.v1alpha1.dapr.io",
+            "order-sub",
+            "-n",
+            f.apps.name(),
+            "-o",
+            "json",
+        ],
+        None,
+    )
+    .await;
+    let old: Value = serde_json::from_str(&old).unwrap();
+    assert_eq!(
+        old["spec"]["route"], "/orders",
+        "read back as v1alpha1, rules dropped"
+    );
+    f.cleanup().await;
+}
