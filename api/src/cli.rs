@@ -9,8 +9,10 @@ pub const EXIT_USAGE: i32 = 64;
 
 /// Parses the process arguments; on a bad flag prints one line naming the flag, the value and
 /// what is allowed, and exits 64. `--help` and `--version` print and exit 0.
+///
+/// Like Go's `flag` package (and so Dapr), a flag may be written with one dash: `-app-id x`.
 pub fn parse_or_exit<T: Parser>() -> T {
-    match T::try_parse() {
+    match T::try_parse_from(go_style_args(std::env::args_os())) {
         Ok(args) => args,
         Err(err) => match err.kind() {
             ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => err.exit(),
@@ -20,6 +22,38 @@ pub fn parse_or_exit<T: Parser>() -> T {
             }
         },
     }
+}
+
+/// Rewrites Go-style single-dash long flags (`-app-id`) to `--app-id`; short flags (`-h`),
+/// negative numbers (`-1`) and everything after `--` are left alone.
+pub fn go_style_args(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    let mut after_separator = false;
+    args.into_iter()
+        .map(|arg| {
+            let Some(text) = arg.to_str() else {
+                return arg;
+            };
+            if after_separator || text == "--" {
+                after_separator = true;
+                return arg;
+            }
+            let single_dash_long = text.len() > 2
+                && text.starts_with('-')
+                && !text.starts_with("--")
+                && text[1..].starts_with(|c: char| c.is_ascii_alphabetic())
+                && text[1..]
+                    .split('=')
+                    .next()
+                    .is_some_and(|name| name.len() > 1);
+            if single_dash_long {
+                format!("-{text}").into()
+            } else {
+                arg
+            }
+        })
+        .collect()
 }
 
 /// The first line of clap's message plus what is allowed or suggested.
@@ -33,6 +67,11 @@ pub fn one_line(err: &clap::Error) -> String {
     };
     if let Some(allowed) = list(ContextKind::ValidValue) {
         line.push_str(&format!(" (allowed: {allowed})"));
+    }
+    if err.kind() == ErrorKind::MissingRequiredArgument
+        && let Some(missing) = list(ContextKind::InvalidArg)
+    {
+        line.push_str(&format!(": {missing}"));
     }
     if let Some(suggested) = list(ContextKind::SuggestedArg) {
         line.push_str(&format!(" (did you mean {suggested}?)"));
@@ -109,6 +148,37 @@ mod tests {
     enum Mode {
         Standalone,
         Kubernetes,
+    }
+
+    #[test]
+    fn go_style_single_dash_flags_are_accepted() {
+        let args = go_style_args(
+            [
+                "daprd", "-app-id", "orders", "-port=1", "-h", "-1", "--", "-x-y",
+            ]
+            .map(Into::into),
+        );
+        let args: Vec<_> = args.iter().map(|a| a.to_str().unwrap()).collect();
+        assert_eq!(
+            args,
+            [
+                "daprd", "--app-id", "orders", "--port=1", "-h", "-1", "--", "-x-y"
+            ]
+        );
+        let parsed =
+            Demo::try_parse_from(go_style_args(["x", "-port", "7"].map(Into::into))).unwrap();
+        assert_eq!(parsed.port, 7);
+    }
+
+    #[test]
+    fn missing_required_flags_are_named() {
+        #[derive(Debug, Parser)]
+        struct Needs {
+            #[arg(long)]
+            app_id: String,
+        }
+        let line = one_line(&Needs::try_parse_from(["x"]).unwrap_err());
+        assert!(line.contains("--app-id"), "{line}");
     }
 
     #[derive(Debug, Parser)]

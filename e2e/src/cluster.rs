@@ -372,6 +372,9 @@ impl Cluster {
             format!("--service-account-private-key-file={}", path(&files.sa_key)),
             format!("--root-ca-file={}", path(&files.ca_cert)),
             format!("--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"),
+            // Each controller acts as its own ServiceAccount, as in real clusters: pods of a
+            // Deployment are created by `kube-system:replicaset-controller`, not by an admin.
+            "--use-service-account-credentials=true".to_owned(),
         ];
         self.spawn("kube-controller-manager", &kcm_args, Some(etcd))?;
         self.wait_until(
