@@ -109,7 +109,14 @@ fn webhook_configuration(name: &str, ns: &str, url: &str, ca_bundle: Option<&str
         "webhooks": [{
             "name": "sidecar-injector.dapr.io",
             "clientConfig": client_config,
-            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
+            "rules": [
+                {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]},
+                // Workloads too, so `kubectl apply` of a Deployment shows template typos.
+                {"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                 "resources": ["deployments", "statefulsets", "daemonsets"]},
+                {"apiGroups": ["batch"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                 "resources": ["jobs", "cronjobs"]}
+            ],
             "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
             "failurePolicy": "Fail",
             "sideEffects": "None",
@@ -362,6 +369,26 @@ async fn pods_come_out_of_admission_with_daprd() {
     assert!(out.status.success(), "{stderr}");
     assert!(
         stderr.contains("Warning: annotation dapr.io/app-prot: unknown annotation, ignored; did you mean dapr.io/app-port?"),
+        "{stderr}"
+    );
+
+    // `kubectl apply` of a Deployment shows its pod template's typo at once.
+    let typo_deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "typo-deployment"},
+        "spec": {"selector": {"matchLabels": {"app": "typo-deployment"}},
+            "template": {"metadata": {"labels": {"app": "typo-deployment"},
+                "annotations": {"dapr.io/enabled": "true", "dapr.io/app-id": "typod", "dapr.io/app-prot": "8080"}},
+                "spec": {"containers": [{"name": "app", "image": "example.invalid/app:1"}]}}}});
+    let out = kubectl(
+        cluster,
+        &["apply", "-n", ns.name(), "-f", "-"],
+        &typo_deployment.to_string(),
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Warning: pod template: annotation dapr.io/app-prot: unknown annotation, ignored; did you mean dapr.io/app-port?"),
         "{stderr}"
     );
 

@@ -40,6 +40,9 @@ pub struct Context<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Skip {
     NotAPod,
+    /// A workload (Deployment, StatefulSet, ...) whose pod template was checked: the
+    /// annotation warnings reach `kubectl apply` now, not only when its pods are created.
+    WorkloadChecked,
     NotCreate,
     /// `dapr.io/enabled` is absent or not `true`.
     NotEnabled,
@@ -56,6 +59,7 @@ impl Skip {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::NotAPod => "not_a_pod",
+            Self::WorkloadChecked => "workload_checked",
             Self::NotCreate => "not_create",
             Self::NotEnabled => "not_enabled",
             Self::AlreadyInjected => "already_injected",
@@ -115,6 +119,9 @@ fn skip(skip: Skip) -> Decision {
 
 /// Decides what to do with `request`.
 pub fn mutate(request: &AdmissionRequest, config: &InjectorConfig, ctx: Context<'_>) -> Decision {
+    if let Some(pointer) = pod_template_annotations(&request.kind.group, &request.kind.kind) {
+        return check_workload(request, pointer, config);
+    }
     if request.kind.kind != "Pod" || !request.kind.group.is_empty() {
         return skip(Skip::NotAPod);
     }
@@ -277,6 +284,76 @@ pub fn mutate(request: &AdmissionRequest, config: &InjectorConfig, ctx: Context<
         app_id,
         native,
         operations,
+        warnings,
+    }
+}
+
+/// Where a workload kind keeps its pod template's annotations, if it has a pod template.
+fn pod_template_annotations(group: &str, kind: &str) -> Option<&'static str> {
+    match (group, kind) {
+        ("apps", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet") | ("batch", "Job") => {
+            Some("/spec/template/metadata/annotations")
+        }
+        ("batch", "CronJob") => Some("/spec/jobTemplate/spec/template/metadata/annotations"),
+        _ => None,
+    }
+}
+
+/// Checks a workload's pod template annotations so that `kubectl apply` of a Deployment shows
+/// typos and bad values at once (its pods are admitted later, by a controller, where nobody
+/// sees the warnings). Nothing is changed; strict mode denies.
+fn check_workload(request: &AdmissionRequest, pointer: &str, config: &InjectorConfig) -> Decision {
+    if !matches!(request.operation.as_str(), "CREATE" | "UPDATE") {
+        return skip(Skip::NotCreate);
+    }
+    let annotations: BTreeMap<String, String> = request
+        .object
+        .as_ref()
+        .and_then(|o| o.pointer(pointer))
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
+    if !annotations.keys().any(|k| k.starts_with("dapr.io/")) {
+        return skip(Skip::NotAPod);
+    }
+    let (sidecar, problems) = SidecarConfig::from_annotations(&annotations);
+    let mut warnings: Vec<String> = problems
+        .iter()
+        .map(|p| format!("pod template: {p}"))
+        .collect();
+    let enabled = annotations
+        .get(a::ENABLED)
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    if enabled {
+        match sidecar.app_id.as_deref().map(str::trim) {
+            None | Some("") => warnings.push(format!(
+                "pod template: annotation {} is missing; its pods will be refused: set {} on the pod template",
+                a::APP_ID,
+                a::APP_ID
+            )),
+            Some(id) if id.len() > MAX_APP_ID_LEN || !values::is_dns_label(id) => warnings.push(format!(
+                "pod template: app id {id:?} is invalid (a DNS label of at most {MAX_APP_ID_LEN} characters is needed); its pods will be refused"
+            )),
+            Some(_) => {}
+        }
+    }
+    let strict = sidecar
+        .strict_annotations
+        .unwrap_or(config.strict_annotations);
+    if strict && !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        return Decision::Deny {
+            reason: DenyReason::StrictAnnotations,
+            app_id: sidecar.app_id.clone(),
+            message: format!(
+                "strict annotation checking is on and the pod template has {} annotation problem(s): {}",
+                list.len(),
+                list.join("; ")
+            ),
+            warnings,
+        };
+    }
+    Decision::Skip {
+        skip: Skip::WorkloadChecked,
         warnings,
     }
 }

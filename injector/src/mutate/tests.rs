@@ -1068,3 +1068,119 @@ fn mounts_of_missing_volumes_are_skipped_with_a_warning() {
     let d = daprd(&apply(&pod, &decision));
     assert_eq!(d["volumeMounts"].as_array().unwrap().len(), 2);
 }
+
+fn workload_request(group: &str, kind: &str, object: Value, operation: &str) -> AdmissionRequest {
+    let mut req = request_by(object, "kubernetes-admin", &["system:masters"]);
+    req.kind = GroupVersionKind {
+        group: group.into(),
+        version: "v1".into(),
+        kind: kind.into(),
+    };
+    req.operation = operation.into();
+    req
+}
+
+fn deployment(annotations: Value) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "orders"},
+        "spec": {"selector": {"matchLabels": {"app": "orders"}},
+            "template": {"metadata": {"labels": {"app": "orders"}, "annotations": annotations},
+                "spec": {"containers": [{"name": "app", "image": "app"}]}}}})
+}
+
+/// `kubectl apply` of a Deployment shows the pod template's typos at once: its pods are created
+/// later by the ReplicaSet controller, whose warnings nobody sees.
+#[test]
+fn workload_templates_are_checked_and_left_unchanged() {
+    let config = InjectorConfig::for_tests();
+    let typo = deployment(
+        json!({"dapr.io/enabled": "true", "dapr.io/app-id": "orders", "dapr.io/app-prot": "8080"}),
+    );
+    for operation in ["CREATE", "UPDATE"] {
+        let decision = mutate(
+            &workload_request("apps", "Deployment", typo.clone(), operation),
+            &config,
+            ctx(),
+        );
+        assert!(
+            matches!(
+                &decision,
+                Decision::Skip {
+                    skip: Skip::WorkloadChecked,
+                    ..
+                }
+            ),
+            "{decision:?}"
+        );
+        let w = warnings(&decision);
+        assert!(
+            w.iter()
+                .any(|x| x.starts_with("pod template: ")
+                    && x.contains("did you mean dapr.io/app-port?")),
+            "{w:#?}"
+        );
+    }
+
+    let no_id = deployment(json!({"dapr.io/enabled": "true"}));
+    let decision = mutate(
+        &workload_request("apps", "StatefulSet", no_id, "CREATE"),
+        &config,
+        ctx(),
+    );
+    assert!(
+        warnings(&decision)
+            .iter()
+            .any(|x| x.contains("its pods will be refused")),
+        "{decision:?}"
+    );
+
+    let cron = json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "nightly"},
+        "spec": {"schedule": "0 0 * * *", "jobTemplate": {"spec": {"template": {"metadata": {"annotations":
+            {"dapr.io/enabled": "true", "dapr.io/app-id": "nightly", "dapr.io/log-level": "loud"}}, "spec": {}}}}}});
+    let decision = mutate(
+        &workload_request("batch", "CronJob", cron, "CREATE"),
+        &config,
+        ctx(),
+    );
+    assert!(
+        warnings(&decision)
+            .iter()
+            .any(|x| x.contains("\"loud\" is not a log level")),
+        "{decision:?}"
+    );
+
+    // Workloads without dapr.io annotations are none of the injector's business.
+    let plain = deployment(json!({"team": "shop"}));
+    let decision = mutate(
+        &workload_request("apps", "Deployment", plain, "CREATE"),
+        &config,
+        ctx(),
+    );
+    assert_eq!(
+        decision,
+        Decision::Skip {
+            skip: Skip::NotAPod,
+            warnings: vec![]
+        }
+    );
+
+    // Strict mode refuses the workload itself.
+    let strict = deployment(
+        json!({"dapr.io/enabled": "true", "dapr.io/app-id": "orders",
+        "dapr.io/app-prot": "8080", "dapr.io/strict-annotations": "true"}),
+    );
+    let decision = mutate(
+        &workload_request("apps", "Deployment", strict, "CREATE"),
+        &config,
+        ctx(),
+    );
+    assert!(
+        matches!(
+            decision,
+            Decision::Deny {
+                reason: DenyReason::StrictAnnotations,
+                ..
+            }
+        ),
+        "{decision:?}"
+    );
+}
