@@ -136,10 +136,31 @@ pub fn sentry_channel(
     tls_channel(address, config)
 }
 
+/// The key type of a requested certificate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeyAlgorithm {
+    /// Dapr's choice for workloads.
+    #[default]
+    Ed25519,
+    /// For certificates the Kubernetes API server verifies (webhooks): accepted everywhere,
+    /// including API servers that refuse Ed25519.
+    EcdsaP256,
+}
+
 /// A fresh Ed25519 key and a PEM CSR with an empty subject (sentry ignores the CSR's names).
 pub fn new_key_and_csr() -> Result<(KeyPair, String), SentryClientError> {
-    let key =
-        KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(SentryClientError::GenerateKey)?;
+    new_key_and_csr_with(KeyAlgorithm::Ed25519)
+}
+
+/// [`new_key_and_csr`] with a chosen key type.
+pub fn new_key_and_csr_with(
+    algorithm: KeyAlgorithm,
+) -> Result<(KeyPair, String), SentryClientError> {
+    let alg = match algorithm {
+        KeyAlgorithm::Ed25519 => &rcgen::PKCS_ED25519,
+        KeyAlgorithm::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+    };
+    let key = KeyPair::generate_for(alg).map_err(SentryClientError::GenerateKey)?;
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
     let csr = params
@@ -149,12 +170,21 @@ pub fn new_key_and_csr() -> Result<(KeyPair, String), SentryClientError> {
     Ok((key, csr))
 }
 
-/// Asks sentry for a certificate once (callers retry with backoff).
+/// Asks sentry for a certificate with a fresh Ed25519 key, once (callers retry with backoff).
 pub async fn request_svid(
     channel: Channel,
     request: &SvidRequest,
 ) -> Result<IssuedSvid, SentryClientError> {
-    let (key, csr) = new_key_and_csr()?;
+    request_svid_with_key(channel, request, KeyAlgorithm::Ed25519).await
+}
+
+/// [`request_svid`] with a chosen key type.
+pub async fn request_svid_with_key(
+    channel: Channel,
+    request: &SvidRequest,
+    algorithm: KeyAlgorithm,
+) -> Result<IssuedSvid, SentryClientError> {
+    let (key, csr) = new_key_and_csr_with(algorithm)?;
     let response = CaClient::new(channel)
         .sign_certificate(SignCertificateRequest {
             id: request.app_id.clone(),
@@ -214,6 +244,8 @@ mod tests {
 
     #[test]
     fn csr_has_an_empty_subject_and_a_valid_signature() {
+        let (key, _) = new_key_and_csr_with(KeyAlgorithm::EcdsaP256).unwrap();
+        assert_eq!(key.algorithm(), &rcgen::PKCS_ECDSA_P256_SHA256);
         let (_, pem) = new_key_and_csr().unwrap();
         let der = rustls::pki_types::pem::PemObject::from_pem_slice(pem.as_bytes())
             .map(|d: rustls::pki_types::CertificateSigningRequestDer<'static>| d)

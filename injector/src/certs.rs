@@ -181,7 +181,8 @@ impl SentrySource {
                 .trim()
                 .to_owned(),
         };
-        sentry_client::request_svid(
+        // ECDSA: the API server verifies this certificate, and some refuse Ed25519.
+        sentry_client::request_svid_with_key(
             channel,
             &SvidRequest {
                 app_id: daprs_api::names::INJECTOR_APP_ID.into(),
@@ -190,6 +191,7 @@ impl SentrySource {
                 token,
                 validator: self.validator,
             },
+            sentry_client::KeyAlgorithm::EcdsaP256,
         )
         .await
         .map_err(Error::Sentry)

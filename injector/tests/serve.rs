@@ -317,6 +317,16 @@ async fn a_certificate_from_sentry_is_served_and_renewed_without_dropping_connec
         daprs_api::tls::spiffe_id_of(&first).unwrap().to_string(),
         "spiffe://localhost/ns/default/dapr-injector"
     );
+    // An ECDSA key: API servers that refuse Ed25519 serving certificates accept it.
+    {
+        use x509_parser::prelude::FromDer;
+        let (_, leaf) =
+            x509_parser::certificate::X509Certificate::from_der(first.as_ref()).unwrap();
+        assert_eq!(
+            leaf.public_key().algorithm.algorithm,
+            x509_parser::oid_registry::OID_KEY_TYPE_EC_PUBLIC_KEY
+        );
+    }
     let (mut kept, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .unwrap();
