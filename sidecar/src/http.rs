@@ -1,0 +1,728 @@
+//! The HTTP API v1.0: Dapr's routes, status codes and error bodies, plus the router-wide rules
+//! (path cleanup, query-unescaped path parameters, `metadata.*` query parameters, the API token,
+//! the body limit and the fall-through of unknown paths to service invocation).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, MatchedPath, RawPathParams, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::api::{DeleteItem, SaveItem, Shared, TxOp};
+use crate::errors::{self, ApiError};
+use crate::runtime::RUNTIME_VERSION;
+use crate::state::{Concurrency, Consistency};
+
+/// Header that carries the API token.
+pub const API_TOKEN_HEADER: &str = "dapr-api-token";
+/// Header that makes `POST /v1.0/shutdown` exit at once.
+pub const FORCE_SHUTDOWN_HEADER: &str = "dapr-force-shutdown";
+
+/// The API router, path cleanup included (serve it with `into_make_service`).
+pub fn router(rt: Shared) -> Router {
+    let max_body = rt.max_body_bytes;
+    let api = Router::new()
+        .route("/v1.0/healthz", get(healthz))
+        .route("/v1.0/healthz/outbound", get(healthz_outbound))
+        .route("/v1.0/metadata", get(get_metadata))
+        .route("/v1.0/metadata/{key}", axum::routing::put(put_metadata))
+        .route("/v1.0/shutdown", post(shutdown))
+        .route("/v1.0/state/{store}", post(save_state).put(save_state))
+        .route("/v1.0/state/{store}/bulk", post(bulk_state).put(bulk_state))
+        .route(
+            "/v1.0/state/{store}/transaction",
+            post(transaction).put(transaction),
+        )
+        .route(
+            "/v1.0/state/{store}/{key}",
+            get(get_state).delete(delete_state),
+        )
+        .route(
+            "/v1.0-alpha1/state/{store}/query",
+            post(query_state).put(query_state),
+        )
+        .route("/v1.0/secrets/{store}/bulk", get(bulk_secrets))
+        .route("/v1.0/secrets/{store}/{key}", get(get_secret))
+        .fallback(fallback)
+        .method_not_allowed_fallback(fallback)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(rt.clone(), api_token))
+        .layer(middleware::from_fn_with_state(rt.clone(), observe));
+    api.with_state(rt)
+}
+
+/// The public port: health and metadata only, without the API token.
+pub fn public_router(rt: Shared) -> Router {
+    Router::new()
+        .route("/v1.0/healthz", get(healthz))
+        .route("/v1.0/healthz/outbound", get(healthz_outbound))
+        .route("/v1.0/metadata", get(get_metadata))
+        .route("/v1.0/metadata/{key}", axum::routing::put(put_metadata))
+        .with_state(rt)
+}
+
+/// Collapses `//` runs and drops a trailing `/` (no route ends in one), before routing.
+pub fn clean_path(mut request: Request) -> Request {
+    let path = request.uri().path();
+    let needs = path.contains("//") || (path.len() > 1 && path.ends_with('/'));
+    if !needs || path.starts_with("/v1.0/invoke/") {
+        return request;
+    }
+    let mut cleaned = String::with_capacity(path.len());
+    for c in path.chars() {
+        if !(c == '/' && cleaned.ends_with('/')) {
+            cleaned.push(c);
+        }
+    }
+    while cleaned.len() > 1 && cleaned.ends_with('/') {
+        cleaned.pop();
+    }
+    let with_query = match request.uri().query() {
+        Some(q) => format!("{cleaned}?{q}"),
+        None => cleaned,
+    };
+    let mut parts = request.uri().clone().into_parts();
+    if let Ok(pq) = with_query.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
+    }
+    request
+}
+
+async fn api_token(State(rt): State<Shared>, mut request: Request, next: Next) -> Response {
+    if let Some(token) = &rt.api_token {
+        let path = request.uri().path();
+        let exempt = request.method() == Method::GET
+            && (path == "/v1.0/healthz" || path == "/v1.0/healthz/outbound");
+        if !exempt {
+            let given = request
+                .headers()
+                .get(API_TOKEN_HEADER)
+                .map(|v| v.as_bytes());
+            if given != Some(token.as_bytes()) {
+                return (StatusCode::UNAUTHORIZED, "invalid api token").into_response();
+            }
+        }
+        request.headers_mut().remove(API_TOKEN_HEADER);
+    }
+    next.run(request).await
+}
+
+async fn observe(State(rt): State<Shared>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let path = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    rt.metrics.inc(
+        "dapr_http_server_request_count",
+        &[("method", &method), ("path", &path)],
+    );
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    let labels = [
+        ("method", method.as_str()),
+        ("path", &path),
+        ("status", &status),
+    ];
+    rt.metrics.inc("dapr_http_server_response_count", &labels);
+    rt.metrics
+        .observe("dapr_http_server_latency", &labels, started.elapsed());
+    response
+}
+
+/// Query-unescapes a path parameter as Dapr does (`%2F` → `/`, `+` → space).
+pub fn query_unescape(raw: &str) -> Result<String, String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| format!("invalid URL escape in {raw:?}"))?;
+                out.push(hex);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| format!("invalid UTF-8 in {raw:?}"))
+}
+
+/// The route's parameters, query-unescaped; a bad escape is a plain-text 400.
+#[allow(clippy::result_large_err)] // the error is the response itself
+fn params(raw: &RawPathParams) -> Result<HashMap<String, String>, Response> {
+    raw.iter()
+        .map(|(k, v)| {
+            query_unescape(v)
+                .map(|v| (k.to_owned(), v))
+                .map_err(|e| (StatusCode::BAD_REQUEST, e).into_response())
+        })
+        .collect()
+}
+
+fn param<'a>(p: &'a HashMap<String, String>, name: &str) -> &'a str {
+    p.get(name).map(String::as_str).unwrap_or_default()
+}
+
+/// Query parameters, each with its first value.
+fn query_pairs(uri: &Uri) -> Vec<(String, String)> {
+    uri.query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (
+                query_unescape(k).unwrap_or_else(|_| k.to_owned()),
+                query_unescape(v).unwrap_or_else(|_| v.to_owned()),
+            )
+        })
+        .collect()
+}
+
+/// `metadata.<k>=<v>` query parameters as component metadata (first value wins).
+pub fn request_metadata(uri: &Uri) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (k, v) in query_pairs(uri) {
+        if let Some(name) = k.strip_prefix("metadata.") {
+            out.entry(name.to_owned()).or_insert(v);
+        }
+    }
+    out
+}
+
+fn query_value(uri: &Uri, name: &str) -> String {
+    query_pairs(uri)
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+        .unwrap_or_default()
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn options_of(options: Option<&Value>) -> Result<(Concurrency, Consistency), ApiError> {
+    let get = |name: &str| -> String {
+        options
+            .and_then(Value::as_object)
+            .and_then(|o| {
+                o.iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .and_then(|(_, v)| v.as_str())
+            })
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let concurrency = Concurrency::parse(&get("concurrency")).map_err(errors::malformed)?;
+    let consistency = Consistency::parse(&get("consistency")).map_err(errors::malformed)?;
+    Ok((concurrency, consistency))
+}
+
+fn string_map(value: Option<&Value>) -> BTreeMap<String, String> {
+    value
+        .and_then(Value::as_object)
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    (k.clone(), v)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The JSON body of a state item (`{key, value, etag, metadata, options}`).
+fn save_item(value: &Value, query_meta: &BTreeMap<String, String>) -> Result<SaveItem, ApiError> {
+    let key = value
+        .get("key")
+        .and_then(Value::as_str)
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| errors::malformed("\"key\" is a required field"))?;
+    let data = value.get("value").cloned().unwrap_or(Value::Null);
+    let (concurrency, consistency) = options_of(value.get("options"))?;
+    let mut metadata = string_map(value.get("metadata"));
+    for (k, v) in query_meta {
+        metadata.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    let etag = match value.get("etag") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => Some(other.to_string()),
+    };
+    Ok(SaveItem {
+        key: key.to_owned(),
+        value: Bytes::from(data.to_string()),
+        etag,
+        metadata,
+        concurrency,
+        consistency,
+    })
+}
+
+fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| errors::malformed(format!("failed deserializing HTTP body: {e}")))
+}
+
+// ---- handlers ----------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct HealthQuery {
+    appid: Option<String>,
+}
+
+async fn healthz(
+    State(rt): State<Shared>,
+    axum::extract::Query(q): axum::extract::Query<HealthQuery>,
+) -> Response {
+    if q.appid.is_some_and(|a| !a.is_empty() && a != rt.app_id) {
+        return errors::health_appid_mismatch().into_response();
+    }
+    if rt.is_ready() {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        errors::health_not_ready(&["runtime"]).into_response()
+    }
+}
+
+async fn healthz_outbound(State(rt): State<Shared>) -> Response {
+    if rt.is_outbound_ready() {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        errors::outbound_not_ready().into_response()
+    }
+}
+
+/// The metadata API document (§4.6).
+pub fn metadata_document(rt: &Shared) -> Value {
+    let components: Vec<Value> = rt
+        .component_list()
+        .into_iter()
+        .map(|(name, type_, version, caps)| {
+            json!({"name": name, "type": type_, "version": version, "capabilities": caps})
+        })
+        .collect();
+    let mut extended: Map<String, Value> = rt
+        .extended()
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    extended.insert("daprRuntimeVersion".into(), RUNTIME_VERSION.into());
+    let mut app = json!({
+        "protocol": rt.app.protocol,
+        "channelAddress": rt.app.channel_address,
+    });
+    if let Some(port) = rt.app.port {
+        app["port"] = port.into();
+    }
+    if rt.app.max_concurrency > 0 {
+        app["maxConcurrency"] = rt.app.max_concurrency.into();
+    }
+    if let Some(h) = &rt.app.health_check {
+        app["health"] = json!({
+            "healthCheckPath": h.path,
+            "healthProbeInterval": format!("{}s", h.interval_seconds),
+            "healthProbeTimeout": format!("{}ms", h.timeout_ms),
+            "healthThreshold": h.threshold,
+        });
+    }
+    json!({
+        "id": rt.app_id,
+        "runtimeVersion": RUNTIME_VERSION,
+        "enabledFeatures": [],
+        "actors": [],
+        "components": components,
+        "extended": extended,
+        "subscriptions": [],
+        "httpEndpoints": [],
+        "appConnectionProperties": app,
+    })
+}
+
+async fn get_metadata(State(rt): State<Shared>) -> Response {
+    json_response(StatusCode::OK, &metadata_document(&rt))
+}
+
+async fn put_metadata(State(rt): State<Shared>, raw: RawPathParams, body: Bytes) -> Response {
+    let p = match params(&raw) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    match String::from_utf8(body.to_vec()) {
+        Ok(value) => {
+            rt.set_extended(param(&p, "key").to_owned(), value);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => errors::body_read(e).into_response(),
+    }
+}
+
+async fn shutdown(State(rt): State<Shared>, headers: HeaderMap) -> Response {
+    let forced = headers
+        .get(FORCE_SHUTDOWN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    if forced {
+        tracing::warn!("forced shutdown requested; exiting");
+        tokio::spawn(async {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            std::process::exit(1);
+        });
+    } else {
+        tracing::info!("shutdown requested through the API");
+        rt.request_stop();
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn get_state(State(rt): State<Shared>, raw: RawPathParams, uri: Uri) -> Response {
+    let p = match params(&raw) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let consistency = match Consistency::parse(&query_value(&uri, "consistency")) {
+        Ok(c) => c,
+        Err(e) => return errors::malformed(e).into_response(),
+    };
+    let metadata = request_metadata(&uri);
+    match rt
+        .get_state(param(&p, "store"), param(&p, "key"), consistency, &metadata)
+        .await
+    {
+        Ok(None) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Some(item)) => {
+            let mut response = (StatusCode::OK, item.data).into_response();
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            if let Some(etag) = item.etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
+                headers.insert(header::ETAG, etag);
+            }
+            for (k, v) in item.metadata {
+                if let (Ok(name), Ok(value)) = (
+                    http::HeaderName::try_from(format!("metadata.{k}")),
+                    HeaderValue::from_str(&v),
+                ) {
+                    headers.insert(name, value);
+                }
+            }
+            response
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn save_state(
+    State(rt): State<Shared>,
+    raw: RawPathParams,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let p = match params(&raw) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let result = async {
+        let value = parse_json(&body)?;
+        let list = value.as_array().ok_or_else(|| {
+            errors::malformed(
+                "failed deserializing HTTP body: expected a JSON array of state items",
+            )
+        })?;
+        let meta = request_metadata(&uri);
+        let items = list
+            .iter()
+            .map(|v| save_item(v, &meta))
+            .collect::<Result<Vec<_>, _>>()?;
+        rt.save_state(param(&p, "store"), items).await
+    }
+    .await;
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn delete_state(
+    State(rt): State<Shared>,
+    raw: RawPathParams,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let p = match params(&raw) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let result = async {
+        let concurrency =
+            Concurrency::parse(&query_value(&uri, "concurrency")).map_err(errors::malformed)?;
+        let consistency =
+            Consistency::parse(&query_value(&uri, "consistency")).map_err(errors::malformed)?;
+        let etag = headers
+            .get(header::IF_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        rt.delete_state(
+            param(&p, "store"),
+            DeleteItem {
+                key: param(&p, "key").to_owned(),
+                etag,
+                metadata: request_metadata(&uri),
+                concurrency,
+                consistency,
+            },
+        )
+        .await
+    }
+    .await;
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Stored bytes as JSON when they are JSON, else as a string.
+fn data_value(data: &[u8]) -> Value {
+    serde_json::from_slice(data)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(data).into_owned()))
+}
+
+async fn bulk_state(
+    State(rt): State<Shared>,
+    raw: RawPathParams,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let p = match params(&raw) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let result = async {
+        let value = parse_json(&body)?;
+        let keys: Vec<String> = value
+            .get("keys")
+            .and_then(Value::as_array)
+            .map(|k| {
+                k.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let parallelism = value
+            .get("parallelism")
+            .and_then(Value::as_u64)
+            .unwrap_or(0) as usize;
+        let mut metadata = string_map(value.get("metadata"));
+        for (k, v) in request_metadata(&uri) {
+            metadata.entry(k).or_insert(v);
+        }
+        let items = rt
+            .bulk_get_state(param(&p, "store"), keys, parallelism, &metadata)
+            .await?;
+        let body: Vec<Value> = items
+            .into_iter()
+            .map(|b| {
+                let mut o = json!({"key": b.key});
+                if let Some(item) = b.item {
+                    o["data"] = data_value(&item.data);
+                    if let Some(etag) = item.etag {
+                        o["etag"] = etag.into();
+                    }
+                    if !item.metadata.is_empty() {
+                        o["metadata"] = json!(item.metadata);
+                    }
+                }
+                if let Some(error) = b.error {
+                    o["error"] = error.into();
+                }
+                o
+            })
+            .collect();
+        Ok::<_, ApiError>(Value::Array(body))
+    }
+    .await;
+    match result {
+        Ok(body) => json_response(StatusCode::OK, &body),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn transaction(
+    State(rt): State<Shared>,
+    raw: RawPathParams,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let p = match params(&raw) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let result = async {
+        let value = parse_json(&body)?;
+        let mut metadata = string_map(value.get("metadata"));
+        for (k, v) in request_metadata(&uri) {
+            metadata.entry(k).or_insert(v);
+        }
+        let mut ops = Vec::new();
+        for op in value
+            .get("operations")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
+            let kind = op
+                .get("operation")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let request = op.get("request").cloned().unwrap_or(Value::Null);
+            match kind {
+                "upsert" => ops.push(TxOp::Upsert(save_item(&request, &BTreeMap::new())?)),
+                "delete" => {
+                    let item = save_item(&request, &BTreeMap::new())?;
+                    ops.push(TxOp::Delete(DeleteItem {
+                        key: item.key,
+                        etag: item.etag,
+                        metadata: item.metadata,
+                        concurrency: item.concurrency,
+                        consistency: item.consistency,
+                    }));
+                }
+                other => return Err(errors::unsupported_operation(other)),
+            }
+        }
+        rt.transact_state(param(&p, "store"), ops, &metadata).await
+    }
+    .await;
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn query_state(State(rt): State<Shared>, raw: RawPathParams, body: Bytes) -> Response {
+    let p = match params(&raw) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    match rt.query_state(param(&p, "store"), &body).await {
+        Ok(result) if result.results.is_empty() => StatusCode::NO_CONTENT.into_response(),
+        Ok(result) => {
+            let results: Vec<Value> = result
+                .results
+                .into_iter()
+                .map(|(key, data, etag)| {
+                    let mut o = json!({"key": key, "data": data_value(&data)});
+                    if let Some(etag) = etag {
+                        o["etag"] = etag.into();
+                    }
+                    o
+                })
+                .collect();
+            let mut body = json!({ "results": results });
+            if let Some(token) = result.token {
+                body["token"] = token.into();
+            }
+            json_response(StatusCode::OK, &body)
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn get_secret(State(rt): State<Shared>, raw: RawPathParams, uri: Uri) -> Response {
+    let p = match params(&raw) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let metadata = request_metadata(&uri);
+    match rt
+        .get_secret(param(&p, "store"), param(&p, "key"), &metadata)
+        .await
+    {
+        Ok(secret) => json_response(StatusCode::OK, &json!(secret)),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn bulk_secrets(State(rt): State<Shared>, raw: RawPathParams, uri: Uri) -> Response {
+    let p = match params(&raw) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    match rt
+        .bulk_secrets(param(&p, "store"), &request_metadata(&uri))
+        .await
+    {
+        Ok(all) => json_response(StatusCode::OK, &json!(all)),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Unknown paths and methods go to service invocation, as in Dapr.
+async fn fallback(headers: HeaderMap, uri: Uri, _body: Body) -> Response {
+    let from_header = headers
+        .get("dapr-app-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let from_path = uri
+        .path()
+        .strip_prefix("/v1.0/invoke/")
+        .and_then(|rest| rest.split_once("/method/"))
+        .map(|(id, _)| id.to_owned());
+    match from_header.or(from_path) {
+        Some(app_id) => errors::direct_invoke_unavailable(&app_id).into_response(),
+        None => errors::direct_invoke_no_app_id().into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unescaping_is_query_style() {
+        assert_eq!(query_unescape("a%2Fb+c").unwrap(), "a/b c");
+        assert!(query_unescape("a%zz").is_err());
+    }
+
+    #[test]
+    fn metadata_query_params_first_value_wins() {
+        let uri: Uri = "/x?metadata.a=1&metadata.a=2&metadata.ttlInSeconds=5&other=3"
+            .parse()
+            .unwrap();
+        let m = request_metadata(&uri);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m["a"], "1");
+        assert_eq!(m["ttlInSeconds"], "5");
+    }
+}

@@ -1,0 +1,320 @@
+//! `daprs-sidecar`: `daprd`, the sidecar apps talk to. It speaks Dapr's HTTP and gRPC APIs over
+//! components loaded from Dapr manifests.
+//!
+//! - [`config`]: Dapr's flags.
+//! - [`components`]: manifests, the factory registry and the live component table.
+//! - [`state`], [`secrets`]: building blocks and their stores.
+//! - [`api`]: the protocol-independent operations; [`http`] and [`grpc`] are the front ends.
+//! - [`reload`]: hot reload of changed components without a gap.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod components;
+pub mod config;
+pub mod errors;
+pub mod grpc;
+pub mod http;
+pub mod metrics;
+pub mod reload;
+pub mod runtime;
+pub mod secrets;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::ServiceExt;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tower::Layer;
+
+use crate::components::ComponentError;
+use crate::components::manifest::{Scope, load_components, load_configuration};
+use crate::components::registry::Registry;
+use crate::config::Args;
+use crate::runtime::{AppConnection, AppHealth, Runtime, Settings};
+
+/// Why daprd could not start or stopped badly.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("failed to load components: {0}")]
+    Components(#[from] ComponentError),
+    #[error("failed to listen on {addr} for the {what}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("graceful shutdown timeout exceeded ({0:?})")]
+    ShutdownTimeout(Duration),
+}
+
+/// A started sidecar: where it listens, and the handle to stop it.
+pub struct Running {
+    pub runtime: Arc<Runtime>,
+    pub http: Vec<SocketAddr>,
+    pub grpc: Vec<SocketAddr>,
+    pub public: Option<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
+    grace: Duration,
+    servers: JoinSet<()>,
+    reloader: Option<reload::Watcher>,
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { what, addr, source })
+}
+
+/// Loads components, then binds and serves every port. Returns once the sidecar is ready.
+pub async fn start(args: Args) -> Result<Running, Error> {
+    let started = Instant::now();
+    for flag in args.unsupported.given() {
+        tracing::warn!(
+            flag,
+            "flag accepted but not supported yet; it has no effect"
+        );
+    }
+    if args.enable_app_health_check {
+        tracing::warn!(
+            flag = "--enable-app-health-check",
+            "app health probes are not supported yet; the app is treated as healthy"
+        );
+    }
+    args.validate().map_err(Error::Config)?;
+    let namespace = std::env::var(daprs_api::names::ENV_NAMESPACE)
+        .ok()
+        .filter(|n| !n.is_empty());
+    let api_token = std::env::var("DAPR_API_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    let configuration = load_configuration(&args.config)?;
+    let app = AppConnection {
+        port: args.app_port,
+        protocol: args.app_protocol.name().to_owned(),
+        channel_address: args.app_channel_address.clone(),
+        max_concurrency: args.app_max_concurrency,
+        health_check: args.enable_app_health_check.then(|| AppHealth {
+            path: args.app_health_check_path.clone(),
+            interval_seconds: args.app_health_probe_interval,
+            timeout_ms: args.app_health_probe_timeout,
+            threshold: args.app_health_threshold,
+        }),
+    };
+    let rt = Runtime::new(
+        Settings {
+            app_id: args.app_id.clone(),
+            namespace: namespace.clone(),
+            configuration,
+            app,
+            resources_path: args.resources_path.clone(),
+            api_token: api_token.clone(),
+            max_body_bytes: args.max_body_size,
+        },
+        Registry::builtin(),
+    );
+    let manifests = load_components(
+        &args.resources_path,
+        &Scope {
+            app_id: &args.app_id,
+            namespace: namespace.as_deref(),
+        },
+    )?;
+    rt.load(manifests).await?;
+
+    let mut servers = JoinSet::new();
+    let mut grpc_addrs = Vec::new();
+    for ip in &args.listen_addresses {
+        let listener = bind("gRPC API", SocketAddr::new(*ip, args.grpc_port)).await?;
+        grpc_addrs.push(listener.local_addr().map_err(|source| Error::Bind {
+            what: "gRPC API",
+            addr: SocketAddr::new(*ip, args.grpc_port),
+            source,
+        })?);
+        let service = tonic_service(rt.clone(), api_token.clone());
+        let stop = rt.clone();
+        servers.spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let result = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async move { stop.stopped().await })
+                .await;
+            if let Err(error) = result {
+                tracing::error!(%error, "gRPC API server failed");
+            }
+        });
+    }
+    let mut http_addrs = Vec::new();
+    for ip in &args.listen_addresses {
+        let addr = SocketAddr::new(*ip, args.http_port);
+        let listener = bind("HTTP API", addr).await?;
+        http_addrs.push(listener.local_addr().map_err(|source| Error::Bind {
+            what: "HTTP API",
+            addr,
+            source,
+        })?);
+        let app =
+            tower::util::MapRequestLayer::new(http::clean_path).layer(http::router(rt.clone()));
+        let stop = rt.clone();
+        servers.spawn(async move {
+            let result = axum::serve(listener, app.into_make_service())
+                .with_graceful_shutdown(async move { stop.stopped().await })
+                .await;
+            if let Err(error) = result {
+                tracing::error!(%error, "HTTP API server failed");
+            }
+        });
+    }
+    let public = match args.public_port {
+        None => None,
+        Some(port) => {
+            let addr = SocketAddr::new(args.public_listen_address, port);
+            let listener = bind("public health and metadata port", addr).await?;
+            let local = listener.local_addr().ok();
+            let app = http::public_router(rt.clone());
+            let stop = rt.clone();
+            servers.spawn(async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stop.stopped().await })
+                    .await;
+            });
+            local
+        }
+    };
+    let metrics = if args.enable_metrics {
+        let addr = SocketAddr::new(args.metrics_listen_address, args.metrics_port);
+        let listener = bind("metrics", addr).await?;
+        let local = listener.local_addr().ok();
+        let state = rt.clone();
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let state = state.clone();
+                async move {
+                    (
+                        [(
+                            ::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        state.metrics.render(),
+                    )
+                }
+            }),
+        );
+        let stop = rt.clone();
+        servers.spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.stopped().await })
+                .await;
+        });
+        local
+    } else {
+        None
+    };
+    let reloader = if args.hot_reload && !args.resources_path.is_empty() {
+        match reload::Watcher::start(rt.clone()) {
+            Ok(w) => Some(w),
+            Err(error) => {
+                tracing::warn!(%error, "hot reload is off: cannot watch the resources paths");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    rt.set_ready();
+    let components = rt.component_list();
+    tracing::info!(
+        app_id = %rt.app_id,
+        http = ?http_addrs,
+        grpc = ?grpc_addrs,
+        components = components.len(),
+        names = ?components.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(),
+        startup_ms = started.elapsed().as_millis() as u64,
+        "daprd is ready"
+    );
+    Ok(Running {
+        runtime: rt,
+        http: http_addrs,
+        grpc: grpc_addrs,
+        public,
+        metrics,
+        grace: args.grace_period(),
+        servers,
+        reloader,
+    })
+}
+
+#[allow(clippy::type_complexity)] // the interceptor closure has no nameable type
+fn tonic_service(
+    rt: Arc<Runtime>,
+    token: Option<String>,
+) -> tonic::service::interceptor::InterceptedService<
+    grpc::DaprServer<grpc::DaprApi>,
+    impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone,
+> {
+    tonic::service::interceptor::InterceptedService::new(
+        grpc::DaprApi::server(rt),
+        grpc::token_interceptor(token),
+    )
+}
+
+impl Running {
+    /// Waits for a stop request, drains the servers within the grace period and closes the
+    /// components.
+    pub async fn wait(mut self) -> Result<(), Error> {
+        self.runtime.stopped().await;
+        tracing::info!(grace = ?self.grace, "shutting down");
+        drop(self.reloader.take());
+        let rt = self.runtime.clone();
+        let drain = async move {
+            while self.servers.join_next().await.is_some() {}
+            rt.close_components().await;
+        };
+        tokio::time::timeout(self.grace, drain)
+            .await
+            .map_err(|_| Error::ShutdownTimeout(self.grace))?;
+        tracing::info!("daprd stopped");
+        Ok(())
+    }
+}
+
+/// Starts, stops on SIGTERM/SIGINT or the shutdown API, and waits.
+pub async fn run(args: Args) -> Result<(), Error> {
+    let running = start(args).await?;
+    let rt = running.runtime.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("signal received");
+        rt.request_stop();
+    });
+    running.wait().await
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
