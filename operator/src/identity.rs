@@ -1,4 +1,4 @@
-//! The operator's own SVID (`dapr-operator`), obtained from sentry like daprd's and renewed at
+//! The operator's own SVID (`dapr-operator`, ECDSA P-256), obtained from sentry and renewed at
 //! half its life; the old certificate keeps serving while a renewal fails. Until the first
 //! one arrives the servers fail closed (no certificate, no handshake).
 
@@ -69,9 +69,15 @@ impl Sentry {
             token,
             validator,
         };
-        sentry_client::request_svid(channel, &request)
-            .await
-            .map_err(|e| e.to_string())
+        // The webhooks serve this certificate to the API server: ECDSA P-256 is accepted by
+        // every API server (Dapr asks for RSA here; some refuse Ed25519).
+        sentry_client::request_svid_with_key(
+            channel,
+            &request,
+            sentry_client::KeyAlgorithm::EcdsaP256,
+        )
+        .await
+        .map_err(|e| e.to_string())
     }
 }
 
