@@ -26,13 +26,13 @@ pub const INVALID_REQUEUE: Duration = Duration::from_secs(300);
 /// When to retry after an API error.
 pub const ERROR_REQUEUE: Duration = Duration::from_secs(10);
 
-pub const ANNOTATION_ENABLED: &str = "dapr.io/enabled";
-pub const ANNOTATION_APP_ID: &str = "dapr.io/app-id";
-pub const ANNOTATION_ENABLE_METRICS: &str = "dapr.io/enable-metrics";
-pub const ANNOTATION_METRICS_PORT: &str = "dapr.io/metrics-port";
-pub const ANNOTATION_GRPC_PORT: &str = "dapr.io/grpc-port";
-pub const ANNOTATION_INTERNAL_GRPC_PORT: &str = "dapr.io/internal-grpc-port";
-pub const ANNOTATION_SIDECAR_SVC_ANNOTATIONS: &str = "dapr.io/sidecar-svc-annotations";
+// The annotations the Service is derived from, shared with the injector.
+use daprs_api::annotations::{
+    APP_ID as ANNOTATION_APP_ID, ENABLE_METRICS as ANNOTATION_ENABLE_METRICS,
+    ENABLED as ANNOTATION_ENABLED, GRPC_PORT as ANNOTATION_GRPC_PORT,
+    INTERNAL_GRPC_PORT as ANNOTATION_INTERNAL_GRPC_PORT, METRICS_PORT as ANNOTATION_METRICS_PORT,
+    SIDECAR_SVC_ANNOTATIONS as ANNOTATION_SIDECAR_SVC_ANNOTATIONS,
+};
 
 /// What the Service is derived from.
 #[derive(Clone, Debug, Default, PartialEq)]
