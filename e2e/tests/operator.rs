@@ -604,6 +604,40 @@ async fn an_annotated_deployment_gets_an_owned_headless_service_and_the_leader_h
         "{metrics}"
     );
 
+    // The trust anchors are published in the app's namespace for the sidecar to mount, and
+    // follow a change of the anchors (a rotation).
+    let configmaps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(f.cluster.client(), f.apps.name());
+    let anchors = std::fs::read_to_string(f.anchors_path()).unwrap();
+    let published = |want: String| {
+        let configmaps = configmaps.clone();
+        move || {
+            let (configmaps, want) = (configmaps.clone(), want.clone());
+            async move {
+                let cm = configmaps
+                    .get_opt("dapr-trust-bundle")
+                    .await
+                    .ok()
+                    .flatten()?;
+                (cm.data?.get("ca.crt")? == &want).then_some(())
+            }
+        }
+    };
+    eventually(
+        30,
+        "the trust anchors in the app namespace",
+        published(anchors.clone()),
+    )
+    .await;
+    let rotated = format!("{anchors}{anchors}");
+    std::fs::write(f.anchors_path(), &rotated).unwrap();
+    eventually(
+        30,
+        "the rotated trust anchors in the app namespace",
+        published(rotated),
+    )
+    .await;
+
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
         Api::namespaced(f.cluster.client(), f.cp.name());
     let lease = leases.get("operator.dapr.io").await.unwrap();

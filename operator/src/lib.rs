@@ -19,6 +19,7 @@ pub mod pods;
 pub mod secrets;
 pub mod service;
 pub mod status;
+pub mod trust_bundle;
 pub mod validate;
 pub mod watch;
 pub mod webhook;
@@ -565,8 +566,16 @@ pub async fn start_in(args: Args, env: Environment) -> Result<Running, Error> {
         let metrics = metrics.clone();
         let ns = watch_namespace.clone();
         let mtls_enabled = control_plane.mtls_enabled;
+        let (anchors_file, cp_namespace) = (trust_anchors_file.clone(), env.namespace.clone());
         move |stop: signal::Receiver<bool>| {
             let (client, metrics, ns) = (client.clone(), metrics.clone(), ns.clone());
+            let bundles = trust_bundle::run(
+                client.clone(),
+                anchors_file.clone(),
+                cp_namespace.clone(),
+                ns.clone(),
+                stop.clone(),
+            );
             async move {
                 metrics.leader.set(1);
                 let services = async {
@@ -580,7 +589,7 @@ pub async fn start_in(args: Args, env: Environment) -> Result<Running, Error> {
                     }
                 };
                 let statuses = status::run(client.clone(), ns.clone(), stop.clone());
-                futures::future::join(services, statuses).await;
+                futures::future::join3(services, statuses, bundles).await;
                 metrics.leader.set(0);
             }
         }
