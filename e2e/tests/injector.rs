@@ -4,6 +4,8 @@
 //! (and the decision is logged), strict mode denies; and in kubernetes mode, with only its own
 //! RBAC, it applies the caBundle after getting its certificate from a real sentry.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
 use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
