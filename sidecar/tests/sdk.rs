@@ -23,6 +23,7 @@ fn cache() -> PathBuf {
 
 struct Daprd {
     child: Child,
+    stopped: bool,
     http: u16,
     grpc: u16,
     _dir: tempfile::TempDir,
@@ -76,10 +77,12 @@ fn start_daprd() -> Daprd {
         // A Dapr flag daprs does not implement yet must not stop the process.
         .args(["--placement-host-address", "localhost:50005"])
         .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let daprd = Daprd {
         child,
+        stopped: false,
         http,
         grpc,
         _dir: dir,
@@ -104,6 +107,7 @@ impl Daprd {
     fn run(&self, program: &Path, args: &[&Path]) {
         let output = Command::new(program)
             .args(args)
+            .env("DAPRS_JS_MODULES", cache().join("js/node_modules"))
             .env("DAPR_HTTP_PORT", self.http.to_string())
             .env("DAPR_GRPC_PORT", self.grpc.to_string())
             .env("DAPR_RUNTIME_HOST", "127.0.0.1")
@@ -120,7 +124,7 @@ impl Daprd {
     }
 
     /// SIGTERM, then a clean exit within the grace period.
-    fn terminate(mut self) {
+    fn terminate(&mut self) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -129,11 +133,22 @@ impl Daprd {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
+                self.stopped = true;
                 assert!(status.success(), "daprd exited with {status} after SIGTERM");
                 return;
             }
             assert!(Instant::now() < deadline, "daprd ignored SIGTERM");
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daprd {
+    /// A failed test must not leave daprd running.
+    fn drop(&mut self) {
+        if !self.stopped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }
@@ -152,7 +167,20 @@ fn python_sdk_state_and_secrets() {
         "{} is missing: run scripts/sidecar-deps.sh (it installs the Python SDK `dapr` under ~/.cache/daprs)",
         python.display()
     );
-    let daprd = start_daprd();
+    let mut daprd = start_daprd();
     daprd.run(&python, &[&sdk_dir().join("python_sdk.py")]);
+    daprd.terminate();
+}
+
+#[test]
+fn javascript_sdk_state_and_secrets() {
+    let modules = cache().join("js/node_modules/@dapr/dapr");
+    assert!(
+        modules.exists(),
+        "{} is missing: run scripts/sidecar-deps.sh (it installs @dapr/dapr under ~/.cache/daprs/js)",
+        modules.display()
+    );
+    let mut daprd = start_daprd();
+    daprd.run(Path::new("node"), &[&sdk_dir().join("js_sdk.mjs")]);
     daprd.terminate();
 }
