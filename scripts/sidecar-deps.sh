@@ -1,12 +1,31 @@
 #!/usr/bin/env bash
-# Installs what the sidecar's SDK acceptance tests need, idempotently, under ~/.cache/daprs:
-# the official Python SDK (`pip install dapr`) in a virtualenv and the official JavaScript SDK
-# (`npm install @dapr/dapr`). Downloads are cached in ~/.cache/pip and ~/.cache/npm.
+# Installs what the sidecar's tests need, idempotently: redis-server and PostgreSQL from Debian
+# packages when missing (the tests start private instances on free ports), the official Python
+# SDK (`pip install dapr`) in a virtualenv and the official JavaScript SDK
+# (`npm install @dapr/dapr`) under ~/.cache/daprs. Downloads are cached in ~/.cache/pip and
+# ~/.cache/npm. Prints the cache directory.
 set -euo pipefail
 
 die() { printf 'sidecar-deps: error: %s\n' "$*" >&2; exit 1; }
 CACHE="${HOME}/.cache/daprs"
 mkdir -p "$CACHE"
+
+apt_install() {
+	local sudo=""
+	[ "$(id -u)" = 0 ] || sudo="sudo"
+	command -v apt-get >/dev/null || die "$* missing and apt-get is not available: install $* with your package manager"
+	if [ -z "${SIDECAR_DEPS_APT_UPDATED:-}" ]; then
+		$sudo apt-get update -qq >&2 || die "apt-get update failed"
+		SIDECAR_DEPS_APT_UPDATED=1
+	fi
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >&2 || die "apt-get install $* failed"
+}
+
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v curl >/dev/null || missing+=(curl)
+[ "${#missing[@]}" -eq 0 ] || apt_install "${missing[@]}"
 
 command -v curl >/dev/null || die "curl is missing (the SDK test polls daprd's healthz with it): apt-get install -y curl"
 command -v python3 >/dev/null || die "python3 is missing: apt-get install -y python3 python3-venv"

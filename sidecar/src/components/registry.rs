@@ -68,6 +68,8 @@ impl Registry {
                 Ok(Instance::Secrets(Arc::new(LocalEnvStore::new(prefix))))
             })
         });
+        crate::state::redis::register(&mut r);
+        crate::state::postgres::register(&mut r);
         r
     }
 

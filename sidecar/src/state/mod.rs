@@ -3,7 +3,9 @@
 //! [`crate::api`].
 
 pub mod memory;
+pub mod postgres;
 pub mod query;
+pub mod redis;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
