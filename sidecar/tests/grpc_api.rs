@@ -277,3 +277,34 @@ async fn hot_reload_swaps_without_a_gap_and_keeps_the_old_on_failure() {
     rt.request_stop();
     running.wait().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_file_watcher_picks_up_new_components() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("store.yaml"), STORE).unwrap();
+    let running = start(dir.path()).await;
+    let http = format!("http://{}", running.http[0]);
+    std::fs::write(
+        dir.path().join("more.yaml"),
+        STORE.replace("statestore", "added"),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = reqwest::get(format!("{http}/v1.0/state/added/k"))
+            .await
+            .unwrap()
+            .status();
+        if status == 204 {
+            break;
+        }
+        assert_eq!(status, 400, "before the reload the store is not found");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new component was not loaded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    running.runtime.request_stop();
+    running.wait().await.unwrap();
+}
