@@ -12,6 +12,7 @@
 pub mod api;
 pub mod components;
 pub mod config;
+pub mod drain;
 pub mod errors;
 pub mod grpc;
 pub mod http;
@@ -35,6 +36,10 @@ use crate::components::manifest::{Scope, load_components, load_configuration};
 use crate::components::registry::Registry;
 use crate::config::Args;
 use crate::runtime::{AppConnection, AppHealth, Runtime, Settings};
+
+/// How long a shutdown waits, once nothing is in flight, for connections to close by
+/// themselves before closing them.
+pub const DRAIN_POLL: Duration = Duration::from_millis(100);
 
 /// Why daprd could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
@@ -139,9 +144,11 @@ pub async fn start(args: Args) -> Result<Running, Error> {
         })?);
         let service = tonic_service(rt.clone(), api_token.clone());
         let stop = rt.clone();
+        let in_flight = rt.in_flight.clone();
         servers.spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
             let result = tonic::transport::Server::builder()
+                .layer(drain::Layer(in_flight))
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, async move { stop.stopped().await })
                 .await;
@@ -272,12 +279,30 @@ impl Running {
         self.runtime.stopped().await;
         tracing::info!(grace = ?self.grace, "shutting down");
         drop(self.reloader.take());
-        let rt = self.runtime.clone();
-        let drain = async move {
-            while self.servers.join_next().await.is_some() {}
-            rt.close_components().await;
-        };
-        tokio::time::timeout(self.grace, drain)
+        // The listeners stop accepting at once. Requests in flight may finish within the grace
+        // period; connections that stay open with nothing in flight (SDK clients keep theirs)
+        // are closed once every request is done.
+        let deadline = tokio::time::Instant::now() + self.grace;
+        loop {
+            let drained = self.runtime.in_flight.count() == 0;
+            tokio::select! {
+                next = self.servers.join_next() => {
+                    if next.is_none() {
+                        break;
+                    }
+                }
+                _ = tokio::time::sleep(DRAIN_POLL), if drained => {
+                    if self.runtime.in_flight.count() == 0 {
+                        self.servers.abort_all();
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(Error::ShutdownTimeout(self.grace));
+                }
+            }
+        }
+        let close = self.runtime.close_components();
+        tokio::time::timeout_at(deadline, close)
             .await
             .map_err(|_| Error::ShutdownTimeout(self.grace))?;
         tracing::info!("daprd stopped");

@@ -57,6 +57,8 @@ pub struct Runtime {
     /// `DAPR_API_TOKEN`, when set.
     pub api_token: Option<String>,
     pub max_body_bytes: usize,
+    /// Requests being handled by the API servers.
+    pub in_flight: crate::drain::InFlight,
     extended: Mutex<BTreeMap<String, String>>,
     ready: AtomicBool,
     outbound_ready: AtomicBool,
@@ -89,6 +91,7 @@ impl Runtime {
             resources_path: settings.resources_path,
             api_token: settings.api_token,
             max_body_bytes: settings.max_body_bytes,
+            in_flight: crate::drain::InFlight::default(),
             extended: Mutex::new(BTreeMap::new()),
             ready: AtomicBool::new(false),
             outbound_ready: AtomicBool::new(false),
