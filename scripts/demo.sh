@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The main job: build daprs and run a self-hosted demo on embedded defaults.
 #
-# Today: sentry (the certificate authority) starts with no configuration, generates its CA,
-# and the repo's client (`sentry-client`) obtains a workload certificate from it over TLS the
-# way a sidecar does, verifies it, and prints it. Everything runs on 127.0.0.1 in a temporary
-# folder that is removed at the end.
+# 1. The sidecar: daprd starts with an in-memory state store, and a tiny app
+#    (examples/hello-state) saves, reads, guards with ETags and transacts state through it.
+# 2. The certificate authority: sentry starts with no configuration, generates its CA, and the
+#    repo's client (`sentry-client`) obtains a workload certificate from it over TLS the way a
+#    sidecar does, verifies it, and prints it.
+# Everything runs on 127.0.0.1 (free ports) and in temporary folders removed at the end.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -14,6 +16,12 @@ if ! command -v cargo >/dev/null; then
 	echo "demo: cargo is not installed; install Rust from rustup.rs first" >&2
 	exit 1
 fi
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+say "the sidecar: daprd with an in-memory state store, and a tiny app using it (release build)"
+DAPR_HTTP_PORT=$(free_port) DAPR_GRPC_PORT=$(free_port) DAPR_METRICS_PORT=$(free_port) \
+	examples/hello-state/run.sh
 
 say "building sentry and sentry-client"
 cargo build --quiet -p daprs-sentry --bins
@@ -26,7 +34,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 grpc_port=$(free_port)
 healthz_port=$(free_port)
 metrics_port=$(free_port)
@@ -71,4 +78,4 @@ curl -fsS "http://127.0.0.1:$metrics_port/metrics" | grep -E '^dapr_sentry_(cert
 say "sentry's log"
 sed 's/^/  /' "$work/sentry.log"
 echo
-echo "demo finished: sentry issued and the client verified a SPIFFE certificate."
+echo "demo finished: the app kept state through daprd, and sentry issued a SPIFFE certificate the client verified."

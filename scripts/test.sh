@@ -24,5 +24,8 @@ fi
 cargo fmt --all -- --check || die "code is not formatted: run 'cargo fmt --all'"
 cargo clippy --workspace --all-targets --locked -- -D warnings || die "clippy found problems (above)"
 
-step "tests (unit, integration, real TLS, real Kubernetes API server)"
+step "sidecar test dependencies (redis-server, PostgreSQL, the Python and JavaScript Dapr SDKs; cached in ~/.cache)"
+scripts/sidecar-deps.sh >/dev/null || die "scripts/sidecar-deps.sh failed (above)"
+
+step "tests (unit, integration, real TLS, real Kubernetes API server, real Redis and PostgreSQL, the official SDKs)"
 cargo test --workspace --all-targets --locked

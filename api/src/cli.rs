@@ -85,8 +85,9 @@ pub struct LogArgs {
     /// Log level: debug, info, warn, error (or a tracing filter such as `daprs_sentry=debug`).
     #[arg(long = "log-level", default_value = "info", value_parser = parse_log_level)]
     pub log_level: String,
-    /// Log as JSON lines.
-    #[arg(long = "log-as-json", default_value_t = false)]
+    /// Log as JSON lines (`--log-as-json`, or Go-style `--log-as-json=true|false`).
+    #[arg(long = "log-as-json", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
     pub log_as_json: bool,
 }
 
@@ -168,6 +169,22 @@ mod tests {
         let parsed =
             Demo::try_parse_from(go_style_args(["x", "-port", "7"].map(Into::into))).unwrap();
         assert_eq!(parsed.port, 7);
+    }
+
+    #[test]
+    fn log_as_json_takes_go_style_values() {
+        for (args, want) in [
+            (vec!["x"], false),
+            (vec!["x", "--log-as-json"], true),
+            (vec!["x", "--log-as-json=true"], true),
+            (vec!["x", "--log-as-json=false"], false),
+        ] {
+            assert_eq!(
+                LogDemo::try_parse_from(&args).unwrap().log.log_as_json,
+                want,
+                "{args:?}"
+            );
+        }
     }
 
     #[test]
