@@ -744,13 +744,10 @@ impl Plan<'_> {
             );
         }
 
-        // Injected pluggable components, then the sidecar itself, last in its list.
-        for container in &self.injected {
-            ops.push(Operation::add(
-                &containers.end(),
-                self.component_container(container),
-            ));
-        }
+        // Injected pluggable components, then the sidecar itself, last in its list. A native
+        // sidecar starts before the app containers, so its components become native sidecars
+        // too, ahead of it: daprd finds their sockets when it starts (Dapr appends them to the
+        // app containers, after a native daprd).
         let daprd = self.container(&existing, warnings);
         let (list, exists) = if self.native {
             (
@@ -762,6 +759,13 @@ impl Plan<'_> {
         };
         if !exists {
             ops.push(Operation::add(&list, Vec::<Container>::new()));
+        }
+        for container in &self.injected {
+            let mut container = self.component_container(container);
+            if self.native {
+                container.restart_policy = Some("Always".into());
+            }
+            ops.push(Operation::add(&list.end(), container));
         }
         ops.push(Operation::add(&list.end(), daprd));
         ops

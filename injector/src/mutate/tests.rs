@@ -1315,6 +1315,18 @@ fn pluggable_components_come_from_the_namespace_components() {
         )
     );
 
+    // With a native sidecar the components are native sidecars ahead of daprd.
+    let pod = with_annotations(&[
+        ("dapr.io/inject-pluggable-components", "true"),
+        ("dapr.io/enable-native-sidecar", "true"),
+    ]);
+    let out = apply(&pod, &decide_with(pod.clone(), Components::Listed(&listed)));
+    let init = out["spec"]["initContainers"].as_array().unwrap();
+    let names: Vec<&str> = init.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["redis-pluggable", "queue-adapter", "daprd"]);
+    assert!(init.iter().all(|c| c["restartPolicy"] == "Always"));
+    assert_eq!(out["spec"]["containers"].as_array().unwrap().len(), 2);
+
     // Nothing in scope: daprd alone, no socket volume.
     let only_billing = [component(
         "for-billing",
