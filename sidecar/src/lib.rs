@@ -6,6 +6,7 @@
 //! - [`state`], [`secrets`]: building blocks and their stores.
 //! - [`api`]: the protocol-independent operations; [`http`] and [`grpc`] are the front ends.
 //! - [`reload`]: hot reload of changed components without a gap.
+//! - [`identity`]: the workload certificate from sentry (mutual TLS).
 
 #![forbid(unsafe_code)]
 
@@ -16,6 +17,7 @@ pub mod drain;
 pub mod errors;
 pub mod grpc;
 pub mod http;
+pub mod identity;
 pub mod metrics;
 pub mod reload;
 pub mod runtime;
@@ -55,6 +57,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("failed to set up the workload identity: {0}")]
+    Identity(#[from] identity::IdentityError),
     #[error("graceful shutdown timeout exceeded ({0:?})")]
     ShutdownTimeout(Duration),
 }
@@ -112,8 +116,35 @@ pub async fn start(args: Args) -> Result<Running, Error> {
             threshold: args.app_health_threshold,
         }),
     };
+    let metrics = Arc::new(metrics::Metrics::new(&args.app_id));
+    let (identity_stop, identity_stopped) = tokio::sync::watch::channel(false);
+    let identity = if args.needs_identity() {
+        let config = identity::IdentityConfig {
+            app_id: args.app_id.clone(),
+            namespace: namespace
+                .clone()
+                .unwrap_or_else(|| daprs_api::names::DEFAULT_NAMESPACE.to_owned()),
+            sentry_address: args.sentry_address.clone().unwrap_or_default(),
+            control_plane_trust_domain: args.control_plane_trust_domain(),
+            control_plane_namespace: args.control_plane_namespace(),
+            ..identity::IdentityConfig::default()
+        }
+        .with_process_env();
+        let mut stopped = identity_stopped;
+        Some(identity::Identity::start(
+            config,
+            metrics.clone(),
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        )?)
+    } else {
+        None
+    };
     let rt = Runtime::new(
         Settings {
+            identity: identity.clone(),
+            metrics: Some(metrics),
             app_id: args.app_id.clone(),
             namespace: namespace.clone(),
             configuration,
@@ -235,6 +266,13 @@ pub async fn start(args: Args) -> Result<Running, Error> {
     } else {
         None
     };
+    {
+        let rt = rt.clone();
+        tokio::spawn(async move {
+            rt.stopped().await;
+            identity_stop.send_replace(true);
+        });
+    }
     rt.set_ready();
     let components = rt.component_list();
     tracing::info!(
