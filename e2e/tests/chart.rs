@@ -89,6 +89,32 @@ fn the_chart_version_is_the_workspace_version() {
     );
 }
 
+/// docker/Dockerfile's build stage and scripts/test.sh build the same binaries the same way
+/// (the test command is what exercises the Dockerfile's build stage).
+#[test]
+fn the_test_command_builds_what_the_dockerfile_builds() {
+    let build = |file: &str| -> Vec<String> {
+        let text = std::fs::read_to_string(repo_root().join(file)).unwrap();
+        let start = text
+            .find("cargo build --release --locked --target")
+            .unwrap_or_else(|| panic!("{file} has no static cargo build"));
+        text[start..]
+            .split_whitespace()
+            .take_while(|w| !w.starts_with("&&") && *w != "for")
+            .filter(|w| *w != "\\")
+            .map(|w| {
+                w.replace("\"${TARGET}\"", "$T")
+                    .replace("\"$MUSL_TARGET\"", "$T")
+            })
+            .collect()
+    };
+    let dockerfile = build("docker/Dockerfile");
+    assert_eq!(dockerfile, build("scripts/test.sh"));
+    for bin in ["sentry", "operator", "injector", "daprd"] {
+        assert!(dockerfile.contains(&bin.to_owned()), "{dockerfile:?}");
+    }
+}
+
 /// Every value in values.yaml is documented in docs/helm.md.
 #[test]
 fn every_value_is_documented() {
