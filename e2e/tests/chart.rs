@@ -442,6 +442,7 @@ async fn the_user_path_with_the_chart() {
 
     step1_install(&story).await;
     let control_plane = step2_control_plane(&story).await;
+    step2_helm_test_finds_the_control_plane_answering(&story).await;
     step3_pods_are_injected(&story).await;
     // Step 3 continued (the harness runs each pod's daprd; each gets its certificate from
     // sentry and its components from the operator), step 4 (a Redis Component reaches the
@@ -684,6 +685,66 @@ async fn step2_control_plane(story: &Story) -> ControlPlane {
         "Helm's upgrade left the injector's caBundle alone"
     );
     control_plane
+}
+
+/// 2 (continued). `helm test` creates its pod; run as a kubelet would (its container here is
+/// the local curl, the in-cluster Service names mapped to where the control plane listens),
+/// its exit status becomes the pod's phase, which is what `helm test` reports.
+async fn step2_helm_test_finds_the_control_plane_answering(story: &Story) {
+    let mut cmd = story.cluster.helm();
+    cmd.args(["test", RELEASE, "-n", NAMESPACE, "--timeout", "90s"]);
+    let helm_test = tokio::spawn(run(cmd, None));
+
+    let pods: Api<Pod> = Api::namespaced(story.client(), NAMESPACE);
+    let name = format!("{RELEASE}-test-control-plane");
+    let pod = eventually(30, "helm test's pod", || async {
+        pods.get_opt(&name).await.ok()?
+    })
+    .await;
+    let curl = which("curl");
+    let [sentry, ..] = story.ports.sentry;
+    let [_, webhook, ..] = story.ports.operator;
+    let [injector, ..] = story.ports.injector;
+    let svc = |name: &str, port: u16| format!("{name}.{NAMESPACE}.svc:{port}");
+    let mut process = RunPod::new(story.cluster.connection(), &pod, curl)
+        .map_address(svc("dapr-sentry", 443), format!("127.0.0.1:{sentry}"))
+        .map_address(
+            svc("dapr-sidecar-injector", 443),
+            format!("127.0.0.1:{injector}"),
+        )
+        .map_address(svc("dapr-webhook", 443), format!("127.0.0.1:{webhook}"))
+        .start()
+        .await
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), process.child().wait())
+        .await
+        .expect("curl finishes")
+        .unwrap();
+    let log = process.logs();
+    assert!(status.success(), "the helm test pod failed: {log}");
+    assert_eq!(log.matches(" answered ").count(), 3, "{log}");
+    // What the kubelet reports when the container exits 0.
+    pods.patch_status(
+        &name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({"status": {"phase": "Succeeded"}})),
+    )
+    .await
+    .unwrap();
+    let out = must("helm test", helm_test.await.unwrap());
+    assert!(out.stdout.contains("Succeeded"), "{}", out.stdout);
+}
+
+fn which(program: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(program))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| {
+            panic!("{program} is not on PATH (scripts/sidecar-deps.sh installs curl)")
+        })
 }
 
 /// 3 (up to injection). Two annotated Deployments, applied as a user would, get pods with
