@@ -658,6 +658,20 @@ async fn step2_control_plane(story: &Story) -> ControlPlane {
         .await;
     }
 
+    // The operator applied (upgrades) the CRDs Helm installed from the chart.
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(story.client());
+    eventually(30, "the operator to apply the CRDs", || async {
+        let crd = crds.get("components.dapr.io").await.ok()?;
+        let managers = serde_json::to_value(crd.metadata.managed_fields?).ok()?;
+        managers
+            .as_array()?
+            .iter()
+            .any(|m| m["manager"] == "daprs-operator")
+            .then_some(())
+    })
+    .await;
+
     // As the first install's NOTES say: one `helm upgrade` once sentry has created the bundle.
     assert_eq!(story.validator_ca_bundle().await, None);
     must(
