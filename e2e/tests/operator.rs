@@ -846,3 +846,270 @@ async fn the_operator_applies_its_crds_and_converts_v1alpha1_subscriptions() {
     );
     f.cleanup().await;
 }
+
+/// Creates (as admin) a pod that is never run, for its pod-bound token with the audience of
+/// the sentry of control plane `cp`.
+async fn token_pod(ns: &TempNs, cp: &str, name: &str, account: &str, annotations: Value) -> String {
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": {"serviceAccountName": account,
+                 "containers": [{"name": "main", "image": "example.invalid/unused:1"}]}
+    }))
+    .unwrap();
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(ns.client(), ns.name());
+    let created = pods.create(&Default::default(), &pod).await.unwrap();
+    let audience = daprs_api::names::sentry_audience(CP_TD, cp);
+    ns.connection()
+        .pod_token(&created, &[&audience], None)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_operator_gets_its_certificate_from_sentry_with_its_service_account_token() {
+    tls::install_default_provider();
+    let cluster = Cluster::shared().await;
+    install_crds(cluster).await;
+    let cp = TempNs::create(cluster.connection()).await.unwrap();
+    let apps = TempNs::create(cluster.connection()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    // sentry in kubernetes mode with its own RBAC: it validates tokens by TokenReview and
+    // keeps its CA in the dapr-trust-bundle Secret and ConfigMap of the control plane.
+    let sentry_role = format!("daprs-sentry-{}", cp.name());
+    let rbac = include_str!("../fixtures/sentry-rbac.yaml")
+        .replace("CLUSTER_ROLE", &sentry_role)
+        .replace("NAMESPACE", cp.name());
+    kubectl(cluster, &["apply", "-f", "-"], Some(rbac)).await;
+    let operator_role = format!("daprs-operator-{}", cp.name());
+    let rbac = include_str!("../fixtures/operator-rbac.yaml")
+        .replace("CLUSTER_ROLE", &operator_role)
+        .replace("NAMESPACE", cp.name());
+    kubectl(cluster, &["apply", "-f", "-"], Some(rbac)).await;
+    let sentry_client = cp.client_for_service_account("dapr-sentry").await.unwrap();
+    let reviews: Api<k8s_openapi::api::authentication::v1::TokenReview> =
+        Api::all(sentry_client.clone());
+    eventually(30, "sentry's RBAC", || {
+        let reviews = reviews.clone();
+        async move {
+            let probe = k8s_openapi::api::authentication::v1::TokenReview {
+                spec: k8s_openapi::api::authentication::v1::TokenReviewSpec {
+                    token: Some("x".into()),
+                    audiences: None,
+                },
+                ..Default::default()
+            };
+            reviews
+                .create(&Default::default(), &probe)
+                .await
+                .ok()
+                .map(|_| ())
+        }
+    })
+    .await;
+    let sentry = daprs_sentry::start_in(
+        daprs_sentry::config::Args::parse_from([
+            "sentry",
+            "--mode",
+            "kubernetes",
+            "--trust-domain",
+            CP_TD,
+            "--listen-address",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--healthz-listen-address",
+            "127.0.0.1",
+            "--healthz-port",
+            "0",
+            "--enable-metrics=false",
+        ]),
+        daprs_sentry::Environment {
+            namespace: cp.name().to_owned(),
+            client: Some(sentry_client),
+        },
+    )
+    .await
+    .unwrap();
+    let url = format!("http://{}/healthz", sentry.healthz_addr);
+    eventually(30, "sentry", || async {
+        reqwest::get(&url)
+            .await
+            .is_ok_and(|r| r.status() == 200)
+            .then_some(())
+    })
+    .await;
+    // The anchors as the chart mounts them: the ConfigMap sentry published.
+    let configmaps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(cluster.client(), cp.name());
+    let bundle = configmaps
+        .get(daprs_api::names::TRUST_BUNDLE_NAME)
+        .await
+        .unwrap();
+    let anchors_pem = bundle.data.unwrap()[daprs_api::names::TRUST_ANCHORS_KEY].clone();
+    let anchors_file = dir.path().join("ca.crt");
+    std::fs::write(&anchors_file, &anchors_pem).unwrap();
+    let anchors = TrustAnchors::from_pem(anchors_pem.as_bytes()).unwrap();
+    let sentry_id = SpiffeId::new(CP_TD, cp.name(), "dapr-sentry").unwrap();
+    let sentry_channel = || {
+        sentry_client::sentry_channel(
+            &sentry.grpc_addr.to_string(),
+            anchors.clone(),
+            sentry_id.clone(),
+        )
+        .unwrap()
+    };
+
+    // No shortcut: without a token sentry refuses the operator's identity.
+    let refused = sentry_client::request_svid(
+        sentry_channel(),
+        &SvidRequest {
+            app_id: "dapr-operator".into(),
+            namespace: cp.name().into(),
+            trust_domain: CP_TD.into(),
+            ..SvidRequest::default()
+        },
+    )
+    .await;
+    assert!(
+        refused.is_err(),
+        "sentry issued dapr-operator without a token"
+    );
+
+    cp.accepts(&json!({
+        "apiVersion": "dapr.io/v1alpha1", "kind": "Configuration",
+        "metadata": {"name": "daprsystem"},
+        "spec": {"mtls": {"enabled": true, "controlPlaneTrustDomain": CP_TD,
+                          "sentryAddress": sentry.grpc_addr.to_string()}}
+    }))
+    .await;
+
+    // The operator's pod (never run): its ServiceAccount, the control-plane annotation, and
+    // the pod-bound token the chart projects for sentry's audience.
+    let token = token_pod(
+        &cp,
+        cp.name(),
+        "dapr-operator-0",
+        "dapr-operator",
+        json!({"dapr.io/control-plane": "operator"}),
+    )
+    .await;
+    let token_file = dir.path().join("sentry-token");
+    std::fs::write(&token_file, token).unwrap();
+    let operator_client = cp
+        .client_for_service_account("dapr-operator")
+        .await
+        .unwrap();
+    let probe: Api<daprs_api::crd::Component> =
+        Api::namespaced(operator_client.clone(), apps.name());
+    eventually(30, "the operator's RBAC", || {
+        let probe = probe.clone();
+        async move { probe.list(&Default::default()).await.ok().map(|_| ()) }
+    })
+    .await;
+    let args = daprs_operator::config::Args::parse_from([
+        "operator",
+        "--listen-address",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--healthz-listen-address",
+        "127.0.0.1",
+        "--healthz-port",
+        "0",
+        "--enable-metrics=false",
+        "--webhook-server-listen-address",
+        "127.0.0.1",
+        "--webhook-server-port",
+        "0",
+        "--trust-anchors-file",
+        anchors_file.to_str().unwrap(),
+        "--sentry-token-file",
+        token_file.to_str().unwrap(),
+        "--watch-namespace",
+        apps.name(),
+        "--disable-crd-apply",
+    ]);
+    let operator = daprs_operator::start_in(
+        args,
+        daprs_operator::Environment {
+            namespace: cp.name().to_owned(),
+            client: operator_client,
+            identity: "dapr-operator-0".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let url = format!("http://{}/healthz", operator.healthz_addr);
+    eventually(60, "the operator to become ready", || async {
+        reqwest::get(&url)
+            .await
+            .is_ok_and(|r| r.status() == 200)
+            .then_some(())
+    })
+    .await;
+
+    // A sidecar of app orders, its SVID also from sentry by its pod-bound token, lists the
+    // Components of its namespace from the operator, which it verifies as dapr-operator.
+    apps.accepts(&json!({
+        "apiVersion": "dapr.io/v1alpha1", "kind": "Component",
+        "metadata": {"name": "statestore"},
+        "spec": {"type": "state.redis", "version": "v1",
+                 "metadata": [{"name": "redisHost", "value": "redis:6379"}]}
+    }))
+    .await;
+    let app_token = token_pod(
+        &apps,
+        cp.name(),
+        "orders-0",
+        "default",
+        json!({"dapr.io/app-id": "orders"}),
+    )
+    .await;
+    let issued = sentry_client::request_svid(
+        sentry_channel(),
+        &SvidRequest {
+            app_id: "orders".into(),
+            namespace: apps.name().into(),
+            trust_domain: String::new(),
+            token: app_token,
+            validator: daprs_api::proto::sentry::TokenValidator::Kubernetes,
+        },
+    )
+    .await
+    .unwrap();
+    let operator_id = SpiffeId::new(CP_TD, cp.name(), "dapr-operator").unwrap();
+    let verifier = SpiffeServerVerifier::new(anchors.clone(), PeerMatcher::Exact(operator_id));
+    let config = tls::client_config(verifier, Some(SvidResolver::with(issued.svid))).unwrap();
+    let channel = sentry_client::tls_channel(&operator.grpc_addr.to_string(), config).unwrap();
+    let listed = eventually(20, "the Component in the operator's list", || {
+        let mut client = OperatorClient::new(channel.clone());
+        let namespace = apps.name().to_owned();
+        async move {
+            let response = client
+                .list_components(ListComponentsRequest { namespace })
+                .await
+                .ok()?
+                .into_inner();
+            (!response.components.is_empty()).then_some(response.components)
+        }
+    })
+    .await;
+    let component: Value = serde_json::from_slice(&listed[0]).unwrap();
+    assert_eq!(component["metadata"]["name"], "statestore");
+
+    operator.stop().await.unwrap();
+    sentry.stop().await.unwrap();
+    let _ = kubectl_raw(
+        cluster,
+        &[
+            "delete",
+            "clusterrole,clusterrolebinding",
+            &sentry_role,
+            &operator_role,
+        ],
+        None,
+    )
+    .await;
+}

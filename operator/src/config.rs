@@ -67,6 +67,11 @@ pub struct Args {
     /// The trust anchors (PEM) sidecar certificates chain to.
     #[arg(long, default_value = "/var/run/secrets/dapr.io/tls/ca.crt")]
     pub trust_anchors_file: PathBuf,
+    /// The service-account token presented to sentry for the operator's own certificate
+    /// (default: the projected sentry token, else the legacy service-account token, else none
+    /// for sentry's insecure validator).
+    #[arg(long, env = "DAPR_SENTRY_TOKEN_FILE")]
+    pub sentry_token_file: Option<PathBuf>,
     /// Port of the operator API (gRPC, mutual TLS).
     #[arg(long, default_value_t = 6500)]
     pub port: u16,

@@ -13,8 +13,6 @@ use tokio::sync::watch;
 
 /// Wait between failed requests.
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(10);
-/// Env var naming the token file (Dapr's).
-pub const ENV_TOKEN_FILE: &str = "DAPR_SENTRY_TOKEN_FILE";
 /// The legacy service-account token.
 pub const LEGACY_TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 
@@ -25,25 +23,25 @@ pub struct Sentry {
     pub control_plane_trust_domain: String,
     pub namespace: String,
     pub anchors: TrustAnchors,
+    /// `--sentry-token-file` (env `DAPR_SENTRY_TOKEN_FILE`), tried first.
+    pub token_file: Option<PathBuf>,
 }
 
-/// The token and validator to present: `DAPR_SENTRY_TOKEN_FILE`, the projected sentry token,
-/// the legacy service-account token, or none (insecure, for sentry's standalone mode).
-fn token() -> (String, TokenValidator) {
-    let candidates: Vec<PathBuf> = std::env::var_os(ENV_TOKEN_FILE)
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([
-            PathBuf::from(daprs_api::names::SENTRY_TOKEN_PATH),
-            PathBuf::from(LEGACY_TOKEN_PATH),
-        ])
-        .collect();
-    for path in candidates {
-        if let Ok(token) = std::fs::read_to_string(&path) {
-            return (token.trim().to_owned(), TokenValidator::Kubernetes);
+/// The token and validator to present: `token_file` (an error when it cannot be read), else
+/// the projected sentry token, the legacy service-account token, or none (insecure, for
+/// sentry's standalone mode). Read at every request: the kubelet rotates projected tokens.
+fn token(token_file: Option<&PathBuf>) -> Result<(String, TokenValidator), String> {
+    if let Some(path) = token_file {
+        return std::fs::read_to_string(path)
+            .map(|token| (token.trim().to_owned(), TokenValidator::Kubernetes))
+            .map_err(|e| format!("--sentry-token-file {}: {e}", path.display()));
+    }
+    for path in [daprs_api::names::SENTRY_TOKEN_PATH, LEGACY_TOKEN_PATH] {
+        if let Ok(token) = std::fs::read_to_string(path) {
+            return Ok((token.trim().to_owned(), TokenValidator::Kubernetes));
         }
     }
-    (String::new(), TokenValidator::Insecure)
+    Ok((String::new(), TokenValidator::Insecure))
 }
 
 impl Sentry {
@@ -61,7 +59,7 @@ impl Sentry {
         let channel =
             sentry_client::sentry_channel(&self.address, self.anchors.clone(), self.sentry_id()?)
                 .map_err(|e| e.to_string())?;
-        let (token, validator) = token();
+        let (token, validator) = token(self.token_file.as_ref())?;
         let request = SvidRequest {
             app_id: daprs_api::names::OPERATOR_APP_ID.into(),
             namespace: self.namespace.clone(),
