@@ -40,7 +40,13 @@ impl AppProtocol {
 
 /// `daprd`: the daprs sidecar.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "daprd", version, about = "daprd: the daprs sidecar")]
+// Repeated flags: the last one wins, as with Dapr's Go flags (tools append overrides).
+#[command(
+    name = "daprd",
+    version,
+    about = "daprd: the daprs sidecar",
+    args_override_self = true
+)]
 pub struct Args {
     /// The app id.
     #[arg(long = "app-id", default_value = "")]
@@ -76,7 +82,8 @@ pub struct Args {
     #[arg(
         long = "dapr-listen-addresses",
         value_delimiter = ',',
-        default_value = "0.0.0.0"
+        default_value = "0.0.0.0",
+        value_parser = parse_ip
     )]
     pub listen_addresses: Vec<IpAddr>,
     /// Serve Prometheus metrics.
@@ -127,6 +134,29 @@ pub struct Args {
     /// Watch the resources directories and swap changed components in without a gap.
     #[arg(long = "hot-reload", default_value = "true", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
     pub hot_reload: bool,
+    /// The operator's address, `host:port` (kubernetes mode).
+    #[arg(long = "control-plane-address")]
+    pub control_plane_address: Option<String>,
+    /// sentry's address, `host:port`: where the sidecar gets its certificate.
+    #[arg(long = "sentry-address")]
+    pub sentry_address: Option<String>,
+    /// The control plane's trust domain (sentry and the operator are verified in it).
+    #[arg(
+        long = "control-plane-trust-domain",
+        env = "DAPR_CONTROLPLANE_TRUST_DOMAIN",
+        default_value = daprs_api::names::DEFAULT_CONTROL_PLANE_TRUST_DOMAIN
+    )]
+    pub control_plane_trust_domain: String,
+    /// The control plane's namespace (sentry and the operator are verified in it).
+    #[arg(
+        long = "control-plane-namespace",
+        env = "DAPR_CONTROLPLANE_NAMESPACE",
+        default_value = daprs_api::names::DEFAULT_NAMESPACE
+    )]
+    pub control_plane_namespace: String,
+    /// Do not load the built-in `kubernetes` secret store (kubernetes mode).
+    #[arg(long = "disable-builtin-k8s-secret-store", default_value = "false", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
+    pub disable_builtin_k8s_secret_store: bool,
     #[command(flatten)]
     pub log: LogArgs,
     #[command(flatten)]
@@ -142,20 +172,12 @@ pub struct Unsupported {
     pub dapr_internal_grpc_listen_address: Option<String>,
     #[arg(long = "app-ssl", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub app_ssl: Option<String>,
-    #[arg(long = "control-plane-address", hide = true)]
-    pub control_plane_address: Option<String>,
-    #[arg(long = "sentry-address", hide = true)]
-    pub sentry_address: Option<String>,
     #[arg(long = "placement-host-address", hide = true)]
     pub placement_host_address: Option<String>,
     #[arg(long = "scheduler-host-address", hide = true)]
     pub scheduler_host_address: Option<String>,
     #[arg(long = "scheduler-job-streams", hide = true)]
     pub scheduler_job_streams: Option<String>,
-    #[arg(long = "control-plane-trust-domain", hide = true)]
-    pub control_plane_trust_domain: Option<String>,
-    #[arg(long = "control-plane-namespace", hide = true)]
-    pub control_plane_namespace: Option<String>,
     #[arg(long = "sentry-request-jwt-audiences", hide = true)]
     pub sentry_request_jwt_audiences: Option<String>,
     #[arg(long = "enable-mtls", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
@@ -180,8 +202,6 @@ pub struct Unsupported {
     pub profile_port: Option<String>,
     #[arg(long = "log-file", hide = true)]
     pub log_file: Option<String>,
-    #[arg(long = "disable-builtin-k8s-secret-store", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub disable_builtin_k8s_secret_store: Option<String>,
     #[arg(long = "disable-init-endpoints", hide = true)]
     pub disable_init_endpoints: Option<String>,
     #[arg(long = "app-binding-options-timeout", hide = true)]
@@ -207,13 +227,9 @@ impl Unsupported {
             dapr_internal_grpc_port,
             dapr_internal_grpc_listen_address,
             app_ssl,
-            control_plane_address,
-            sentry_address,
             placement_host_address,
             scheduler_host_address,
             scheduler_job_streams,
-            control_plane_trust_domain,
-            control_plane_namespace,
             sentry_request_jwt_audiences,
             enable_mtls,
             allowed_origins,
@@ -226,7 +242,6 @@ impl Unsupported {
             enable_profiling,
             profile_port,
             log_file,
-            disable_builtin_k8s_secret_store,
             disable_init_endpoints,
             app_binding_options_timeout,
             actors_disseminate_timeout,
@@ -243,13 +258,9 @@ impl Unsupported {
                 dapr_internal_grpc_listen_address,
             ),
             ("--app-ssl", app_ssl),
-            ("--control-plane-address", control_plane_address),
-            ("--sentry-address", sentry_address),
             ("--placement-host-address", placement_host_address),
             ("--scheduler-host-address", scheduler_host_address),
             ("--scheduler-job-streams", scheduler_job_streams),
-            ("--control-plane-trust-domain", control_plane_trust_domain),
-            ("--control-plane-namespace", control_plane_namespace),
             (
                 "--sentry-request-jwt-audiences",
                 sentry_request_jwt_audiences,
@@ -268,10 +279,6 @@ impl Unsupported {
             ("--enable-profiling", enable_profiling),
             ("--profile-port", profile_port),
             ("--log-file", log_file),
-            (
-                "--disable-builtin-k8s-secret-store",
-                disable_builtin_k8s_secret_store,
-            ),
             ("--disable-init-endpoints", disable_init_endpoints),
             ("--app-binding-options-timeout", app_binding_options_timeout),
             ("--actors-disseminate-timeout", actors_disseminate_timeout),
@@ -330,11 +337,40 @@ impl Args {
                 ));
             }
         }
+        if self.mode == Mode::Kubernetes {
+            if self
+                .control_plane_address
+                .as_deref()
+                .is_none_or(str::is_empty)
+            {
+                return Err("--mode kubernetes needs --control-plane-address: the operator's address, e.g. dapr-api.dapr-system.svc.cluster.local:443".into());
+            }
+            if self.sentry_address.as_deref().is_none_or(str::is_empty) {
+                return Err("--mode kubernetes needs --sentry-address: sentry's address, e.g. dapr-sentry.dapr-system.svc.cluster.local:443".into());
+            }
+            if self.app_id.is_empty() {
+                return Err(
+                    "--mode kubernetes needs --app-id (the injector sets it from dapr.io/app-id)"
+                        .into(),
+                );
+            }
+        }
         if self.listen_addresses.is_empty() {
             return Err("--dapr-listen-addresses must name at least one address".into());
         }
         Ok(())
     }
+}
+
+/// Parses an IP address, IPv6 with or without brackets (`[::1]`, as Dapr's injector passes it).
+pub fn parse_ip(value: &str) -> Result<IpAddr, String> {
+    let bare = value
+        .trim()
+        .strip_prefix('[')
+        .and_then(|v| v.strip_suffix(']'))
+        .unwrap_or(value.trim());
+    bare.parse()
+        .map_err(|_| format!("{value:?} is not an IP address; use e.g. 127.0.0.1 or [::1]"))
 }
 
 /// Parses a Kubernetes-style quantity (`4Mi`, `512Ki`, `1M`, `1048576`) into bytes.
@@ -418,12 +454,9 @@ mod tests {
         assert_eq!(a.max_body_size, 16 << 20);
         assert_eq!(
             a.unsupported.given(),
-            [
-                "--dapr-internal-grpc-port",
-                "--sentry-address",
-                "--enable-mtls"
-            ]
+            ["--dapr-internal-grpc-port", "--enable-mtls"]
         );
+        assert_eq!(a.sentry_address.as_deref(), Some("localhost:50001"));
         assert!(a.validate().is_ok());
     }
 
@@ -440,6 +473,34 @@ mod tests {
         assert!(a.validate().unwrap_err().contains("--app-port"));
         let a = parse(&["--app-id", "a b"]).unwrap();
         assert!(a.validate().unwrap_err().contains("--app-id"));
+    }
+
+    #[test]
+    fn the_injectors_command_line_parses_and_later_flags_win() {
+        let a = parse(&[
+            "--mode",
+            "kubernetes",
+            "--dapr-listen-addresses",
+            "[::1],127.0.0.1",
+            "--control-plane-address",
+            "dapr-api.dapr-system.svc.cluster.local:443",
+            "--control-plane-namespace",
+            "dapr-system",
+            "--dapr-http-port",
+            "3500",
+            "--dapr-http-port",
+            "3600",
+        ])
+        .unwrap();
+        assert_eq!(a.mode, Mode::Kubernetes);
+        assert_eq!(
+            a.listen_addresses,
+            ["::1".parse::<IpAddr>().unwrap(), [127, 0, 0, 1].into()]
+        );
+        assert_eq!(a.http_port, 3600);
+        assert_eq!(a.control_plane_namespace, "dapr-system");
+        assert!(!a.disable_builtin_k8s_secret_store);
+        assert!(parse_ip("[::1").is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! - [`state`], [`secrets`]: building blocks and their stores.
 //! - [`api`]: the protocol-independent operations; [`http`] and [`grpc`] are the front ends.
 //! - [`reload`]: hot reload of changed components without a gap.
+//! - [`kubernetes`]: kubernetes mode: identity from sentry, resources from the operator.
 
 #![forbid(unsafe_code)]
 
@@ -16,6 +17,7 @@ pub mod drain;
 pub mod errors;
 pub mod grpc;
 pub mod http;
+pub mod kubernetes;
 pub mod metrics;
 pub mod reload;
 pub mod runtime;
@@ -34,7 +36,7 @@ use tower::Layer;
 use crate::components::ComponentError;
 use crate::components::manifest::{Scope, load_components, load_configuration};
 use crate::components::registry::Registry;
-use crate::config::Args;
+use crate::config::{Args, Mode};
 use crate::runtime::{AppConnection, AppHealth, Runtime, Settings};
 
 /// How long a shutdown waits, once nothing is in flight, for connections to close by
@@ -57,6 +59,18 @@ pub enum Error {
     },
     #[error("graceful shutdown timeout exceeded ({0:?})")]
     ShutdownTimeout(Duration),
+    #[error("kubernetes mode: {0}")]
+    Kubernetes(#[source] kubernetes::Error),
+}
+
+impl From<kubernetes::Error> for Error {
+    fn from(error: kubernetes::Error) -> Self {
+        match error {
+            kubernetes::Error::Config(message) => Error::Config(message),
+            kubernetes::Error::Components(error) => Error::Components(error),
+            other => Error::Kubernetes(other),
+        }
+    }
 }
 
 /// A started sidecar: where it listens, and the handle to stop it.
@@ -69,6 +83,9 @@ pub struct Running {
     grace: Duration,
     servers: JoinSet<()>,
     reloader: Option<reload::Watcher>,
+    /// Kubernetes mode: the operator connection and the resources it serves.
+    pub kubernetes: Option<Arc<kubernetes::Sync>>,
+    operator_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Error> {
@@ -86,6 +103,24 @@ pub async fn start(args: Args) -> Result<Running, Error> {
             "flag accepted but not supported yet; it has no effect"
         );
     }
+    if args.mode == Mode::Standalone {
+        // Used by kubernetes mode only, so far.
+        for (flag, given) in [
+            ("--sentry-address", args.sentry_address.is_some()),
+            (
+                "--control-plane-address",
+                args.control_plane_address.is_some(),
+            ),
+        ] {
+            if given {
+                tracing::warn!(
+                    flag,
+                    mode = "standalone",
+                    "flag accepted but not supported yet; it has no effect"
+                );
+            }
+        }
+    }
     if args.enable_app_health_check {
         tracing::warn!(
             flag = "--enable-app-health-check",
@@ -99,7 +134,18 @@ pub async fn start(args: Args) -> Result<Running, Error> {
     let api_token = std::env::var("DAPR_API_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
-    let configuration = load_configuration(&args.config)?;
+    let kept = Arc::new(kubernetes::resources::KeptResources::default());
+    let (configuration, operator) = if args.mode == Mode::Kubernetes {
+        let (configuration, client) = kubernetes_boot(&args, namespace.as_deref(), &kept).await?;
+        (configuration, Some(client))
+    } else {
+        (load_configuration(&args.config)?, None)
+    };
+    let resources_path = if operator.is_some() {
+        Vec::new()
+    } else {
+        args.resources_path.clone()
+    };
     let app = AppConnection {
         port: args.app_port,
         protocol: args.app_protocol.name().to_owned(),
@@ -118,20 +164,35 @@ pub async fn start(args: Args) -> Result<Running, Error> {
             namespace: namespace.clone(),
             configuration,
             app,
-            resources_path: args.resources_path.clone(),
+            resources_path,
             api_token: api_token.clone(),
             max_body_bytes: args.max_body_size,
         },
-        Registry::builtin(),
+        registry(),
     );
-    let manifests = load_components(
-        &args.resources_path,
-        &Scope {
-            app_id: &args.app_id,
-            namespace: namespace.as_deref(),
-        },
-    )?;
-    rt.load(manifests).await?;
+    let sync = match operator {
+        Some(client) => {
+            let builtin = if args.disable_builtin_k8s_secret_store {
+                Vec::new()
+            } else {
+                vec![secrets::kubernetes::builtin_manifest()]
+            };
+            let sync = kubernetes::Sync::new(rt.clone(), client, builtin, kept);
+            sync.initial_load().await?;
+            Some(sync)
+        }
+        None => {
+            let manifests = load_components(
+                &args.resources_path,
+                &Scope {
+                    app_id: &args.app_id,
+                    namespace: namespace.as_deref(),
+                },
+            )?;
+            rt.load(manifests).await?;
+            None
+        }
+    };
 
     let mut servers = JoinSet::new();
     let mut grpc_addrs = Vec::new();
@@ -224,7 +285,8 @@ pub async fn start(args: Args) -> Result<Running, Error> {
     } else {
         None
     };
-    let reloader = if args.hot_reload && !args.resources_path.is_empty() {
+    let operator_task = sync.clone().map(|sync| tokio::spawn(sync.run()));
+    let reloader = if args.hot_reload && !rt.resources_path.is_empty() {
         match reload::Watcher::start(rt.clone()) {
             Ok(w) => Some(w),
             Err(error) => {
@@ -255,7 +317,76 @@ pub async fn start(args: Args) -> Result<Running, Error> {
         grace: args.grace_period(),
         servers,
         reloader,
+        kubernetes: sync,
+        operator_task,
     })
+}
+
+/// Every component type daprd knows.
+pub fn registry() -> Registry {
+    let mut registry = Registry::builtin();
+    secrets::kubernetes::register(&mut registry);
+    registry
+}
+
+/// Kubernetes mode up to the component load: the SVID from sentry, the operator client and
+/// the app's Configuration.
+async fn kubernetes_boot(
+    args: &Args,
+    namespace: Option<&str>,
+    kept: &kubernetes::resources::KeptResources,
+) -> Result<
+    (
+        daprs_api::crd::ConfigurationSpec,
+        kubernetes::OperatorClient,
+    ),
+    Error,
+> {
+    daprs_api::tls::install_default_provider();
+    if !args.resources_path.is_empty() {
+        tracing::warn!(
+            flag = "--resources-path",
+            "ignored in kubernetes mode: components come from the operator"
+        );
+    }
+    let namespace = namespace.ok_or_else(|| {
+        Error::Config(format!(
+            "{} is not set: kubernetes mode needs the pod's namespace (the injector sets it)",
+            daprs_api::names::ENV_NAMESPACE
+        ))
+    })?;
+    let anchors = kubernetes::identity::anchors_from_env()?;
+    let identity = kubernetes::identity::obtain(
+        kubernetes::identity::SentryTarget {
+            address: args.sentry_address.clone().unwrap_or_default(),
+            control_plane_trust_domain: args.control_plane_trust_domain.clone(),
+            control_plane_namespace: args.control_plane_namespace.clone(),
+            app_id: args.app_id.clone(),
+            namespace: namespace.to_owned(),
+        },
+        anchors,
+    )
+    .await?;
+    let client = kubernetes::OperatorClient::new(
+        &kubernetes::OperatorTarget {
+            address: args.control_plane_address.clone().unwrap_or_default(),
+            control_plane_trust_domain: args.control_plane_trust_domain.clone(),
+            control_plane_namespace: args.control_plane_namespace.clone(),
+        },
+        identity.anchors.clone(),
+        identity.svid.clone(),
+        namespace,
+    )?;
+    // In Kubernetes --config names a Configuration; only the first is used, as in Dapr.
+    let name = args
+        .config
+        .first()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (configuration, raw) = kubernetes::fetch_configuration(&client, &name).await?;
+    kept.set_configuration(raw);
+    tracing::info!(id = %identity.id, configuration = %name, "connected to the operator");
+    Ok((configuration, client))
 }
 
 #[allow(clippy::type_complexity)] // the interceptor closure has no nameable type
@@ -279,6 +410,9 @@ impl Running {
         self.runtime.stopped().await;
         tracing::info!(grace = ?self.grace, "shutting down");
         drop(self.reloader.take());
+        if let Some(task) = self.operator_task.take() {
+            task.abort();
+        }
         // The listeners stop accepting at once. Requests in flight may finish within the grace
         // period; connections that stay open with nothing in flight (SDK clients keep theirs)
         // are closed once every request is done.
