@@ -1,7 +1,12 @@
 //! Compiles the `.proto` files daprs owns with the pure-Rust `protox` (no system `protoc`).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    const PROTOS: &[&str] = &["proto/sentry.proto", "proto/operator.proto"];
+    const PROTOS: &[&str] = &[
+        "proto/sentry.proto",
+        "proto/operator.proto",
+        "proto/common.proto",
+        "proto/internals.proto",
+    ];
     for proto in PROTOS {
         println!("cargo:rerun-if-changed={proto}");
     }
@@ -9,6 +14,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        .extern_path(".dapr.proto.common.v1", "crate::proto::common")
         .compile_fds(descriptors)?;
+    // The extern path above keeps prost from generating common.v1 itself: generate it alone.
+    let common = protox::compile(["proto/common.proto"], ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(false)
+        .compile_fds(common)?;
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! The sidecar injector against the real API server: registered with `url:` on loopback, it
 //! injects daprd into the pods a Deployment's ReplicaSet creates (plain and native sidecars),
 //! kubectl prints its warnings, a bare Pod from an ordinary user is admitted without a sidecar
-//! (and the decision is logged), strict mode denies; and in kubernetes mode, with only its own
-//! RBAC, it applies the caBundle after getting its certificate from a real sentry.
+//! (and the decision is logged), strict mode denies; and in kubernetes mode, with only the RBAC
+//! in `fixtures/injector-rbac.yaml`, it applies the caBundle after getting its certificate from
+//! a real sentry, and injects the containers of the namespace's pluggable Components.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
@@ -97,6 +98,38 @@ fn injector_args(dir: &Path, extra: &[&str]) -> daprs_injector::config::Args {
     .collect();
     argv.extend(extra.iter().map(|s| (*s).to_owned()));
     daprs_injector::config::Args::parse_from(argv)
+}
+
+/// Applies `fixtures/injector-rbac.yaml` (the chart's injector RBAC) for a ServiceAccount
+/// `dapr-injector` in `ns`, the ClusterRole named `webhook` like the webhook configuration,
+/// and writes a kubeconfig with that account's token.
+async fn injector_account(
+    cluster: &Cluster,
+    ns: &str,
+    webhook: &str,
+    dir: &Path,
+) -> std::path::PathBuf {
+    let rbac = include_str!("../fixtures/injector-rbac.yaml")
+        .replace("CLUSTER_ROLE", webhook)
+        .replace("WEBHOOK_CONFIGURATION", webhook)
+        .replace("NAMESPACE", ns);
+    let out = kubectl(cluster, &["apply", "-f", "-"], &rbac).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = cluster
+        .connection()
+        .service_account_token(ns, "dapr-injector", &[])
+        .await
+        .unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    cluster
+        .connection()
+        .write_kubeconfig_with_token(&token, &kubeconfig)
+        .unwrap();
+    kubeconfig
 }
 
 fn webhook_configuration(name: &str, ns: &str, url: &str, ca_bundle: Option<&str>) -> Value {
@@ -551,46 +584,8 @@ async fn the_ca_bundle_is_applied_after_a_certificate_from_sentry() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // The injector runs as its own ServiceAccount with only the RBAC it needs.
-    let rbac = format!(
-        r#"
-apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: dapr-injector, namespace: {ns}}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {{name: {name}}}
-rules:
-- apiGroups: [admissionregistration.k8s.io]
-  resources: [mutatingwebhookconfigurations]
-  resourceNames: [{name}]
-  verbs: [get, patch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {{name: {name}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {name}}}
-subjects: [{{kind: ServiceAccount, name: dapr-injector, namespace: {ns}}}]
-"#,
-        ns = ns.name()
-    );
-    let out = kubectl(cluster, &["apply", "-f", "-"], &rbac).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = cluster
-        .connection()
-        .service_account_token(ns.name(), "dapr-injector", &[])
-        .await
-        .unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    cluster
-        .connection()
-        .write_kubeconfig_with_token(&token, &kubeconfig)
-        .unwrap();
+    // The injector runs as its own ServiceAccount with only the RBAC the chart grants it.
+    let kubeconfig = injector_account(cluster, ns.name(), &name, dir.path()).await;
 
     let sentry_address = sentry.grpc_addr.to_string();
     let mut injector = daprs_injector::start(injector_args(
@@ -717,4 +712,238 @@ subjects: [{{kind: ServiceAccount, name: dapr-injector, namespace: {ns}}}]
         "",
     )
     .await;
+}
+
+fn pluggable_component(name: &str, scopes: &[&str], container: &str) -> Value {
+    let mut component = json!({
+        "apiVersion": "dapr.io/v1alpha1",
+        "kind": "Component",
+        "metadata": {"name": name, "annotations": {"dapr.io/component-container": container}},
+        "spec": {"type": "state.my-pluggable", "version": "v1", "metadata": []}
+    });
+    if !scopes.is_empty() {
+        component["scopes"] = json!(scopes);
+    }
+    component
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_namespace_pluggable_components_are_injected() {
+    logs();
+    daprs_api::tls::install_default_provider();
+    let cluster = Cluster::shared().await;
+    let ns = TempNs::create(cluster.connection()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    // The Component CRD, as the operator (or the chart) installs it.
+    let crd = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/components.dapr.io.yaml");
+    for args in [
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            crd.to_str().unwrap(),
+        ][..],
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/components.dapr.io",
+        ][..],
+    ] {
+        let out = kubectl(cluster, args, "").await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // Kubernetes mode as the injector's own ServiceAccount (the chart's RBAC); the serving
+    // certificate from files (the cluster CA, which the caBundle then carries).
+    let name = format!("{}-pluggable", ns.name());
+    let kubeconfig = injector_account(cluster, ns.name(), &name, dir.path()).await;
+    let cert = cluster
+        .issue_certificate("injector", &["127.0.0.1"])
+        .unwrap();
+    let cert_file = dir.path().join("tls.crt");
+    let key_file = dir.path().join("tls.key");
+    std::fs::write(&cert_file, &cert.cert_pem).unwrap();
+    std::fs::write(&key_file, &cert.key_pem).unwrap();
+    std::fs::write(
+        dir.path().join("anchors.pem"),
+        cluster.connection().ca_pem(),
+    )
+    .unwrap();
+    let injector = daprs_injector::start(injector_args(
+        dir.path(),
+        &[
+            "--mode",
+            "kubernetes",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--namespace",
+            ns.name(),
+            "--tls-cert-file",
+            cert_file.to_str().unwrap(),
+            "--tls-key-file",
+            key_file.to_str().unwrap(),
+            "--webhook-configuration-name",
+            &name,
+        ],
+    ))
+    .await
+    .unwrap();
+    let url = format!("https://{}/mutate", injector.webhook_addr);
+    let mwc: MutatingWebhookConfiguration = serde_json::from_value(webhook_configuration(
+        &name,
+        ns.name(),
+        &url,
+        Some(cluster.connection().ca_pem()),
+    ))
+    .unwrap();
+    let mwcs: Api<MutatingWebhookConfiguration> = Api::all(cluster.client());
+    mwcs.create(&PostParams::default(), &mwc).await.unwrap();
+
+    ns.accepts(&pluggable_component(
+        "redis-pluggable",
+        &[],
+        r#"{"image": "ghcr.io/example/redis-pluggable:1", "env": [{"name": "LOG", "value": "debug"}]}"#,
+    ))
+    .await;
+    ns.accepts(&pluggable_component(
+        "billing-queue",
+        &["billing"],
+        r#"{"image": "ghcr.io/example/billing-queue:1"}"#,
+    ))
+    .await;
+
+    // Wait until the webhook answers and the injector's RBAC has reached the authorizer
+    // (until then the listing is forbidden and the pod is denied, which the API server
+    // reports as an error).
+    let pods: Api<Pod> = Api::namespaced(ns.client(), ns.name());
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let billing: Pod = serde_json::from_value(dapr_pod(
+        "billing",
+        json!({"dapr.io/enabled": "true", "dapr.io/app-id": "billing",
+               "dapr.io/inject-pluggable-components": "true"}),
+    ))
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let billing = loop {
+        match pods.create(&dry_run, &billing).await {
+            // Kubernetes 1.35: the injector chose native sidecars.
+            Ok(pod)
+                if pod
+                    .spec
+                    .as_ref()
+                    .unwrap()
+                    .init_containers
+                    .iter()
+                    .flatten()
+                    .any(|c| c.name == "daprd") =>
+            {
+                break serde_json::to_value(pod).unwrap();
+            }
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the webhook never injected: {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    // Scoped to billing: it gets both containers, as native sidecars ahead of daprd.
+    let names: Vec<&str> = billing["spec"]["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["billing-queue", "redis-pluggable", "daprd"],
+        "in the API server's order (by name)"
+    );
+
+    // A Deployment of another app (plain sidecar, as Dapr injects it): its pod gets the
+    // unscoped Component's container, set up as Dapr sets it up, and not the one scoped to
+    // billing.
+    ns.accepts(&deployment(
+        "orders",
+        json!({"dapr.io/enabled": "true", "dapr.io/app-id": "orders",
+               "dapr.io/inject-pluggable-components": "true",
+               "dapr.io/enable-native-sidecar": "false"}),
+    ))
+    .await;
+    let pod = &wait_for_pods(&pods, "app=orders").await[0];
+    assert!(
+        container(pod, "containers", "billing-queue").is_none(),
+        "scoped to another app: {pod:#}"
+    );
+    let plugged =
+        container(pod, "containers", "redis-pluggable").expect("the component's container");
+    assert_eq!(plugged["image"], "ghcr.io/example/redis-pluggable:1");
+    let env = plugged["env"].as_array().unwrap();
+    assert!(env.contains(&json!({"name": "LOG", "value": "debug"})));
+    assert!(env.contains(
+        &json!({"name": "DAPR_COMPONENT_SOCKETS_FOLDER", "value": "/tmp/dapr-components-sockets"})
+    ));
+    let socket = json!({"name": "dapr-components-unix-domain-socket", "mountPath": "/tmp/dapr-components-sockets"});
+    assert!(
+        plugged["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .contains(&socket)
+    );
+    let daprd = container(pod, "containers", "daprd").expect("daprd");
+    assert!(daprd["volumeMounts"].as_array().unwrap().contains(&socket));
+    assert!(
+        pod["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == "dapr-components-unix-domain-socket"
+                && v.get("emptyDir").is_some())
+    );
+
+    // A broken annotation on a Component in scope: the pod is refused, naming the Component.
+    ns.accepts(&pluggable_component(
+        "broken",
+        &["orders"],
+        r#"{"image": "x:1""#,
+    ))
+    .await;
+    let message = ns
+        .rejects(&dapr_pod(
+            "orders-bare",
+            json!({"dapr.io/enabled": "true", "dapr.io/app-id": "orders",
+                   "dapr.io/inject-pluggable-components": "true"}),
+        ))
+        .await;
+    assert!(
+        message.contains(
+            "Component \"broken\": annotation dapr.io/component-container is not valid JSON"
+        ),
+        "{message}"
+    );
+
+    mwcs.delete(&name, &DeleteParams::default()).await.unwrap();
+    let _ = kubectl(
+        cluster,
+        &[
+            "delete",
+            "clusterrole,clusterrolebinding",
+            &name,
+            "--ignore-not-found",
+        ],
+        "",
+    )
+    .await;
+    injector.stop().await;
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use daprs_injector::admission::AdmissionReview;
 use daprs_injector::config::InjectorConfig;
-use daprs_injector::mutate::{Context, Decision, mutate};
+use daprs_injector::mutate::{Components, Context, Decision, mutate};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
@@ -74,6 +74,7 @@ fn pure_mutate() {
     let ctx = Context {
         trust_anchors: Some(anchors),
         mtls_enabled: true,
+        components: Components::NotListed,
     };
     let mut samples = Vec::with_capacity(20_000);
     let start = Instant::now();
@@ -96,6 +97,7 @@ async fn router_alone() {
         config: Arc::new(InjectorConfig::for_tests()),
         live: Arc::new(live),
         metrics: Arc::new(daprs_injector::metrics::Metrics::default()),
+        client: None,
     });
     let mut samples = Vec::with_capacity(20_000);
     let start = Instant::now();

@@ -327,6 +327,7 @@ pub async fn start(args: Args) -> Result<Running, Error> {
         config: config.clone(),
         live: live.clone(),
         metrics: metrics.clone(),
+        client: client.clone(),
     });
     tasks.push(tokio::spawn(serve::serve_tls(
         webhook,

@@ -34,6 +34,49 @@ pub struct Context<'a> {
     pub trust_anchors: Option<&'a str>,
     /// From the `daprsystem` Configuration (`spec.mtls.enabled`, default true).
     pub mtls_enabled: bool,
+    /// The Components of the pod's namespace, listed by the router when the pod asks for
+    /// `dapr.io/inject-pluggable-components` (see [`wants_components`]).
+    pub components: Components<'a>,
+}
+
+/// A Component as `dapr.io/inject-pluggable-components` needs it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ComponentInfo {
+    pub name: String,
+    /// App ids allowed to load it; empty means every app.
+    pub scopes: Vec<String>,
+    /// The raw `dapr.io/component-container` annotation: a JSON container spec.
+    pub container: Option<String>,
+}
+
+/// The outcome of listing the pod namespace's Components.
+#[derive(Clone, Copy, Debug)]
+pub enum Components<'a> {
+    /// Not listed: the pod did not ask for pluggable component injection.
+    NotListed,
+    Listed(&'a [ComponentInfo]),
+    /// Listing failed; why.
+    Failed(&'a str),
+}
+
+/// True when `request` is a pod that asks for `dapr.io/inject-pluggable-components`, so the
+/// router must list the namespace's Components before calling [`mutate`].
+pub fn wants_components(request: &AdmissionRequest) -> bool {
+    if request.kind.kind != "Pod" || !request.kind.group.is_empty() || request.operation != "CREATE"
+    {
+        return false;
+    }
+    let annotations = request
+        .object
+        .as_ref()
+        .and_then(|o| o.pointer("/metadata/annotations"));
+    let get = |key: &str| {
+        annotations
+            .and_then(|a| a.get(key))
+            .and_then(|v| v.as_str())
+    };
+    get(a::ENABLED).is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+        && get(a::INJECT_PLUGGABLE_COMPONENTS).and_then(a::parse_bool) == Some(true)
 }
 
 /// Why a pod was admitted unchanged.
@@ -75,6 +118,10 @@ pub enum DenyReason {
     StrictAnnotations,
     NoTrustAnchors,
     MalformedPod,
+    /// The namespace's Components could not be listed for pluggable component injection.
+    ListComponents,
+    /// A Component's `dapr.io/component-container` is not a usable container.
+    ComponentContainer,
 }
 
 impl DenyReason {
@@ -85,6 +132,8 @@ impl DenyReason {
             Self::StrictAnnotations => "strict_annotations",
             Self::NoTrustAnchors => "no_trust_anchors",
             Self::MalformedPod => "malformed_pod",
+            Self::ListComponents => "list_components",
+            Self::ComponentContainer => "component_container",
         }
     }
 }
@@ -269,6 +318,53 @@ pub fn mutate(request: &AdmissionRequest, config: &InjectorConfig, ctx: Context<
         .clone()
         .or_else(|| pod.metadata.namespace.clone())
         .unwrap_or_else(|| names::DEFAULT_NAMESPACE.to_owned());
+    // Pluggable components from the namespace's Components: all or nothing, never half a pod.
+    let injected = if sidecar.inject_pluggable_components {
+        let listed = match ctx.components {
+            Components::Listed(list) => list,
+            Components::Failed(error) => {
+                return Decision::Deny {
+                    reason: DenyReason::ListComponents,
+                    app_id: Some(app_id),
+                    message: format!(
+                        "annotation {} is true but the sidecar injector could not list the Components of namespace {namespace:?}: {error}; retry, or check that the injector may list components.dapr.io",
+                        a::INJECT_PLUGGABLE_COMPONENTS
+                    ),
+                    warnings,
+                };
+            }
+            Components::NotListed => {
+                return Decision::Deny {
+                    reason: DenyReason::ListComponents,
+                    app_id: Some(app_id),
+                    message: format!(
+                        "annotation {} is true but the sidecar injector did not list the Components of namespace {namespace:?}; retry",
+                        a::INJECT_PLUGGABLE_COMPONENTS
+                    ),
+                    warnings,
+                };
+            }
+        };
+        let taken: Vec<&str> = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .map(|c| c.name.as_str())
+            .collect();
+        match pluggable_containers(&app_id, listed, &taken) {
+            Ok(containers) => containers,
+            Err(message) => {
+                return Decision::Deny {
+                    reason: DenyReason::ComponentContainer,
+                    app_id: Some(app_id),
+                    message,
+                    warnings,
+                };
+            }
+        }
+    } else {
+        Vec::new()
+    };
     let plan = Plan {
         config,
         ctx,
@@ -278,6 +374,7 @@ pub fn mutate(request: &AdmissionRequest, config: &InjectorConfig, ctx: Context<
         namespace: &namespace,
         trust_anchors,
         native,
+        injected,
     };
     let operations = plan.operations(&mut warnings);
     Decision::Inject {
@@ -368,6 +465,70 @@ struct Plan<'a> {
     namespace: &'a str,
     trust_anchors: &'a str,
     native: bool,
+    /// Containers of pluggable components to add (from their Components' annotation).
+    injected: Vec<Container>,
+}
+
+/// The containers of the Components in scope for `app_id` that carry
+/// `dapr.io/component-container`, as Dapr injects them: the name defaults to the Component's,
+/// one container per image. `taken` are the container names the pod already uses. A
+/// Component in scope whose annotation is not a usable container is an error naming it.
+pub fn pluggable_containers(
+    app_id: &str,
+    components: &[ComponentInfo],
+    taken: &[&str],
+) -> Result<Vec<Container>, String> {
+    let mut out: Vec<Container> = Vec::new();
+    for component in components {
+        let Some(raw) = component
+            .container
+            .as_deref()
+            .filter(|r| !r.trim().is_empty())
+        else {
+            continue;
+        };
+        if !daprs_api::crd::in_scope(&component.scopes, app_id) {
+            continue;
+        }
+        let bad = |problem: String| {
+            format!(
+                "Component {:?}: annotation {} {problem}; fix the annotation on the Component (a JSON container spec such as {{\"image\": \"registry.example/my-component:1\"}})",
+                component.name,
+                a::COMPONENT_CONTAINER
+            )
+        };
+        let mut value: serde_json::Value =
+            serde_json::from_str(raw).map_err(|e| bad(format!("is not valid JSON: {e}")))?;
+        let Some(object) = value.as_object_mut() else {
+            return Err(bad("must be a JSON object (a container spec)".into()));
+        };
+        if object
+            .get("name")
+            .and_then(|n| n.as_str())
+            .is_none_or(str::is_empty)
+        {
+            object.insert("name".into(), component.name.clone().into());
+        }
+        let container: Container = serde_json::from_value(value)
+            .map_err(|e| bad(format!("is not a valid container spec: {e}")))?;
+        let Some(image) = container.image.as_deref().filter(|i| !i.trim().is_empty()) else {
+            return Err(bad("has no image".into()));
+        };
+        if out.iter().any(|c| c.image.as_deref() == Some(image)) {
+            continue;
+        }
+        if container.name == a::SIDECAR_CONTAINER_NAME
+            || taken.contains(&container.name.as_str())
+            || out.iter().any(|c| c.name == container.name)
+        {
+            return Err(bad(format!(
+                "names its container {:?}, which the pod already uses; set another \"name\"",
+                container.name
+            )));
+        }
+        out.push(container);
+    }
+    Ok(out)
 }
 
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
@@ -464,7 +625,32 @@ impl Plan<'_> {
 
     fn has_components(&self) -> bool {
         let spec = self.pod.spec.as_ref();
-        spec.is_some_and(|s| s.containers.iter().any(|c| self.is_component(c)))
+        !self.injected.is_empty()
+            || spec.is_some_and(|s| s.containers.iter().any(|c| self.is_component(c)))
+    }
+
+    /// An injected component container with the socket folder in env and the shared socket
+    /// volume mounted, as Dapr sets them.
+    fn component_container(&self, container: &Container) -> Container {
+        let mut container = container.clone();
+        let env_list = container.env.get_or_insert_with(Vec::new);
+        if !env_list
+            .iter()
+            .any(|e| e.name == a::ENV_COMPONENT_SOCKETS_FOLDER)
+        {
+            env_list.push(env(a::ENV_COMPONENT_SOCKETS_FOLDER, self.sockets_folder()));
+        }
+        let mounts = container.volume_mounts.get_or_insert_with(Vec::new);
+        if !mounts.iter().any(|m| {
+            m.name == a::COMPONENTS_SOCKETS_VOLUME_NAME || m.mount_path == self.sockets_folder()
+        }) {
+            mounts.push(mount(
+                a::COMPONENTS_SOCKETS_VOLUME_NAME,
+                self.sockets_folder(),
+                false,
+            ));
+        }
+        container
     }
 
     fn operations(&self, warnings: &mut Vec<String>) -> Vec<Operation> {
@@ -558,7 +744,10 @@ impl Plan<'_> {
             );
         }
 
-        // The sidecar itself, last in its list.
+        // Injected pluggable components, then the sidecar itself, last in its list. A native
+        // sidecar starts before the app containers, so its components become native sidecars
+        // too, ahead of it: daprd finds their sockets when it starts (Dapr appends them to the
+        // app containers, after a native daprd).
         let daprd = self.container(&existing, warnings);
         let (list, exists) = if self.native {
             (
@@ -570,6 +759,13 @@ impl Plan<'_> {
         };
         if !exists {
             ops.push(Operation::add(&list, Vec::<Container>::new()));
+        }
+        for container in &self.injected {
+            let mut container = self.component_container(container);
+            if self.native {
+                container.restart_policy = Some("Always".into());
+            }
+            ops.push(Operation::add(&list.end(), container));
         }
         ops.push(Operation::add(&list.end(), daprd));
         ops
@@ -627,6 +823,21 @@ impl Plan<'_> {
                 empty_dir: Some(EmptyDirVolumeSource::default()),
                 ..Volume::default()
             });
+        }
+        // An injected component's own mounts of volumes the pod lacks get an emptyDir, as in
+        // Dapr (existing volumes are filtered out by the caller).
+        for mount in self
+            .injected
+            .iter()
+            .flat_map(|c| c.volume_mounts.iter().flatten())
+        {
+            if !volumes.iter().any(|v| v.name == mount.name) {
+                volumes.push(Volume {
+                    name: mount.name.clone(),
+                    empty_dir: Some(EmptyDirVolumeSource::default()),
+                    ..Volume::default()
+                });
+            }
         }
         volumes
     }

@@ -15,7 +15,7 @@ use tracing::{Span, field};
 use crate::admission::{AdmissionResponse, AdmissionReview, ReviewResponse};
 use crate::config::InjectorConfig;
 use crate::metrics::Metrics;
-use crate::mutate::{Context, Decision, DenyReason, mutate};
+use crate::mutate::{Components, Context, Decision, DenyReason, mutate, wants_components};
 
 /// Largest review accepted (the API server's own request limit is 3 MiB).
 pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
@@ -67,11 +67,24 @@ impl Live {
 }
 
 /// Shared by every request.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AppState {
     pub config: Arc<InjectorConfig>,
     pub live: Arc<Live>,
     pub metrics: Arc<Metrics>,
+    /// The API server, to list Components for `dapr.io/inject-pluggable-components`;
+    /// `None` in standalone mode (such pods are then denied: nothing to list them from).
+    pub client: Option<kube::Client>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("config", &self.config)
+            .field("live", &self.live)
+            .field("client", &self.client.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// `POST /mutate`.
@@ -152,12 +165,30 @@ async fn mutate_handler(
     );
     let _entered = span.enter();
     let anchors = state.live.trust_anchors();
+    // The only IO of an admission, and only for pods that ask for it.
+    let listed = if wants_components(&request) {
+        let namespace = request.namespace.as_deref().unwrap_or_default();
+        Some(match &state.client {
+            Some(client) => crate::webhook::list_components(client, namespace).await,
+            None => Err(
+                "the injector runs in standalone mode, without a Kubernetes API client".to_owned(),
+            ),
+        })
+    } else {
+        None
+    };
+    let components = match &listed {
+        None => Components::NotListed,
+        Some(Ok(list)) => Components::Listed(list),
+        Some(Err(error)) => Components::Failed(error),
+    };
     let decision = mutate(
         &request,
         &state.config,
         Context {
             trust_anchors: anchors.as_deref(),
             mtls_enabled: state.live.mtls_enabled(),
+            components,
         },
     );
     let response = match decision {

@@ -214,6 +214,42 @@ pub async fn watch_mtls(
     }
 }
 
+/// Longest the listing of a namespace's Components may take during an admission (the API
+/// server waits 10 s for the whole webhook by default).
+pub const COMPONENT_LIST_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// What `dapr.io/inject-pluggable-components` needs of each Component in `namespace`: its
+/// name, scopes and `dapr.io/component-container` annotation. Read as raw objects, so a
+/// Component whose spec the injector would not parse does not fail the listing.
+pub async fn list_components(
+    client: &kube::Client,
+    namespace: &str,
+) -> Result<Vec<crate::mutate::ComponentInfo>, String> {
+    let resource = kube::api::ApiResource::erase::<daprs_api::crd::Component>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+    let list = tokio::time::timeout(
+        COMPONENT_LIST_TIMEOUT,
+        api.list(&kube::api::ListParams::default()),
+    )
+    .await
+    .map_err(|_| format!("timed out after {}s", COMPONENT_LIST_TIMEOUT.as_secs()))?
+    .map_err(|e| e.to_string())?;
+    Ok(list
+        .items
+        .into_iter()
+        .map(|item| crate::mutate::ComponentInfo {
+            name: item.metadata.name.clone().unwrap_or_default(),
+            scopes: daprs_api::crd::scopes_of(&item.data),
+            container: item
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(daprs_api::annotations::COMPONENT_CONTAINER))
+                .cloned(),
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -134,26 +134,34 @@ pub struct Args {
     /// Watch the resources directories and swap changed components in without a gap.
     #[arg(long = "hot-reload", default_value = "true", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
     pub hot_reload: bool,
-    /// The operator's address, `host:port` (kubernetes mode).
-    #[arg(long = "control-plane-address")]
-    pub control_plane_address: Option<String>,
-    /// sentry's address, `host:port`: where the sidecar gets its certificate.
+    /// Sidecar-to-sidecar (internal gRPC) port; when not given, a stable port in 47300-49347
+    /// derived from the app id (self-hosted, as Dapr). The injector passes 50002.
+    #[arg(long = "dapr-internal-grpc-port")]
+    pub internal_grpc_port: Option<u16>,
+    /// Bind address of the internal gRPC server (all addresses when not given).
+    #[arg(long = "dapr-internal-grpc-listen-address")]
+    pub internal_grpc_listen_address: Option<IpAddr>,
+    /// Mutual TLS between sidecars with certificates from sentry.
+    #[arg(long = "enable-mtls", default_value = "false", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
+    pub enable_mtls: bool,
+    /// sentry's address (`host:port`).
     #[arg(long = "sentry-address")]
     pub sentry_address: Option<String>,
-    /// The control plane's trust domain (sentry and the operator are verified in it).
-    #[arg(
-        long = "control-plane-trust-domain",
-        env = "DAPR_CONTROLPLANE_TRUST_DOMAIN",
-        default_value = daprs_api::names::DEFAULT_CONTROL_PLANE_TRUST_DOMAIN
-    )]
-    pub control_plane_trust_domain: String,
-    /// The control plane's namespace (sentry and the operator are verified in it).
-    #[arg(
-        long = "control-plane-namespace",
-        env = "DAPR_CONTROLPLANE_NAMESPACE",
-        default_value = daprs_api::names::DEFAULT_NAMESPACE
-    )]
-    pub control_plane_namespace: String,
+    /// The operator's address (`host:port`, kubernetes mode).
+    #[arg(long = "control-plane-address")]
+    pub control_plane_address: Option<String>,
+    /// The control plane's trust domain; env `DAPR_CONTROLPLANE_TRUST_DOMAIN` when not given,
+    /// else `localhost`.
+    #[arg(long = "control-plane-trust-domain")]
+    pub control_plane_trust_domain: Option<String>,
+    /// The control plane's namespace; env `DAPR_CONTROLPLANE_NAMESPACE` when not given, else
+    /// `default`.
+    #[arg(long = "control-plane-namespace")]
+    pub control_plane_namespace: Option<String>,
+    /// Directory of the self-hosted name-resolution registry (daprs): each daprd writes its
+    /// address there and reads the others'. Default `$HOME/.dapr/registry`.
+    #[arg(long = "registry-dir", env = "DAPRS_REGISTRY_DIR")]
+    pub registry_dir: Option<PathBuf>,
     /// Do not load the built-in `kubernetes` secret store (kubernetes mode).
     #[arg(long = "disable-builtin-k8s-secret-store", default_value = "false", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
     pub disable_builtin_k8s_secret_store: bool,
@@ -166,10 +174,6 @@ pub struct Args {
 /// Dapr flags daprs accepts but does not act on yet; each given one is reported once.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Unsupported {
-    #[arg(long = "dapr-internal-grpc-port", hide = true)]
-    pub dapr_internal_grpc_port: Option<String>,
-    #[arg(long = "dapr-internal-grpc-listen-address", hide = true)]
-    pub dapr_internal_grpc_listen_address: Option<String>,
     #[arg(long = "app-ssl", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub app_ssl: Option<String>,
     #[arg(long = "placement-host-address", hide = true)]
@@ -180,8 +184,6 @@ pub struct Unsupported {
     pub scheduler_job_streams: Option<String>,
     #[arg(long = "sentry-request-jwt-audiences", hide = true)]
     pub sentry_request_jwt_audiences: Option<String>,
-    #[arg(long = "enable-mtls", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub enable_mtls: Option<String>,
     #[arg(long = "allowed-origins", hide = true)]
     pub allowed_origins: Option<String>,
     #[arg(long = "read-buffer-size", hide = true)]
@@ -224,14 +226,11 @@ impl Unsupported {
     /// The flags that were given, by their Dapr name.
     pub fn given(&self) -> Vec<&'static str> {
         let Unsupported {
-            dapr_internal_grpc_port,
-            dapr_internal_grpc_listen_address,
             app_ssl,
             placement_host_address,
             scheduler_host_address,
             scheduler_job_streams,
             sentry_request_jwt_audiences,
-            enable_mtls,
             allowed_origins,
             read_buffer_size,
             dapr_http_max_request_size,
@@ -252,11 +251,6 @@ impl Unsupported {
             reminders_service,
         } = self;
         [
-            ("--dapr-internal-grpc-port", dapr_internal_grpc_port),
-            (
-                "--dapr-internal-grpc-listen-address",
-                dapr_internal_grpc_listen_address,
-            ),
             ("--app-ssl", app_ssl),
             ("--placement-host-address", placement_host_address),
             ("--scheduler-host-address", scheduler_host_address),
@@ -265,7 +259,6 @@ impl Unsupported {
                 "--sentry-request-jwt-audiences",
                 sentry_request_jwt_audiences,
             ),
-            ("--enable-mtls", enable_mtls),
             ("--allowed-origins", allowed_origins),
             ("--read-buffer-size", read_buffer_size),
             ("--dapr-http-max-request-size", dapr_http_max_request_size),
@@ -309,6 +302,43 @@ impl Args {
         Duration::from_secs(seconds)
     }
 
+    /// The internal gRPC port: the flag, or a stable port in 47300-49347 derived from the app id
+    /// (FNV-1a; Dapr derives one in the same range, so self-hosted sidecars keep their port
+    /// across restarts).
+    pub fn internal_port(&self) -> u16 {
+        if let Some(port) = self.internal_grpc_port.filter(|p| *p != 0) {
+            return port;
+        }
+        let mut hash: u32 = 0x811c_9dc5;
+        for b in self.app_id.bytes() {
+            hash ^= u32::from(b);
+            hash = hash.wrapping_mul(0x0100_0193);
+        }
+        47300 + (hash % 2048) as u16
+    }
+
+    /// The control plane's trust domain: flag, env `DAPR_CONTROLPLANE_TRUST_DOMAIN`, `localhost`.
+    pub fn control_plane_trust_domain(&self) -> String {
+        self.control_plane_trust_domain
+            .clone()
+            .or_else(|| env_nonempty("DAPR_CONTROLPLANE_TRUST_DOMAIN"))
+            .unwrap_or_else(|| daprs_api::names::DEFAULT_CONTROL_PLANE_TRUST_DOMAIN.to_owned())
+    }
+
+    /// The control plane's namespace: flag, env `DAPR_CONTROLPLANE_NAMESPACE`, `default`.
+    pub fn control_plane_namespace(&self) -> String {
+        self.control_plane_namespace
+            .clone()
+            .or_else(|| env_nonempty("DAPR_CONTROLPLANE_NAMESPACE"))
+            .unwrap_or_else(|| daprs_api::names::DEFAULT_NAMESPACE.to_owned())
+    }
+
+    /// True when daprd needs a certificate from sentry: mTLS on, or kubernetes mode (Dapr
+    /// always gets one there; the operator connection is mutual TLS).
+    pub fn needs_identity(&self) -> bool {
+        self.enable_mtls || self.mode == Mode::Kubernetes
+    }
+
     /// Flags that are valid separately but not together; the message names them.
     pub fn validate(&self) -> Result<(), String> {
         if let Some(port) = self.app_port
@@ -337,23 +367,26 @@ impl Args {
                 ));
             }
         }
-        if self.mode == Mode::Kubernetes {
-            if self
+        if self.needs_identity() && self.sentry_address.as_deref().unwrap_or("").is_empty() {
+            return Err(format!(
+                "{} needs --sentry-address (host:port of sentry) to obtain a certificate",
+                if self.enable_mtls {
+                    "--enable-mtls"
+                } else {
+                    "--mode kubernetes"
+                }
+            ));
+        }
+        if self.needs_identity() && self.app_id.is_empty() {
+            return Err("mutual TLS needs --app-id: the certificate names the app".into());
+        }
+        if self.mode == Mode::Kubernetes
+            && self
                 .control_plane_address
                 .as_deref()
                 .is_none_or(str::is_empty)
-            {
-                return Err("--mode kubernetes needs --control-plane-address: the operator's address, e.g. dapr-api.dapr-system.svc.cluster.local:443".into());
-            }
-            if self.sentry_address.as_deref().is_none_or(str::is_empty) {
-                return Err("--mode kubernetes needs --sentry-address: sentry's address, e.g. dapr-sentry.dapr-system.svc.cluster.local:443".into());
-            }
-            if self.app_id.is_empty() {
-                return Err(
-                    "--mode kubernetes needs --app-id (the injector sets it from dapr.io/app-id)"
-                        .into(),
-                );
-            }
+        {
+            return Err("--mode kubernetes needs --control-plane-address: the operator's address, e.g. dapr-api.dapr-system.svc.cluster.local:443".into());
         }
         if self.listen_addresses.is_empty() {
             return Err("--dapr-listen-addresses must name at least one address".into());
@@ -371,6 +404,10 @@ pub fn parse_ip(value: &str) -> Result<IpAddr, String> {
         .unwrap_or(value.trim());
     bare.parse()
         .map_err(|_| format!("{value:?} is not an IP address; use e.g. 127.0.0.1 or [::1]"))
+}
+
+fn env_nonempty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 /// Parses a Kubernetes-style quantity (`4Mi`, `512Ki`, `1M`, `1048576`) into bytes.
@@ -452,11 +489,10 @@ mod tests {
         assert!(!a.enable_metrics && a.enable_app_health_check);
         assert_eq!(a.grace_period(), Duration::from_secs(5));
         assert_eq!(a.max_body_size, 16 << 20);
-        assert_eq!(
-            a.unsupported.given(),
-            ["--dapr-internal-grpc-port", "--enable-mtls"]
-        );
+        assert!(a.unsupported.given().is_empty());
+        assert!(a.enable_mtls);
         assert_eq!(a.sentry_address.as_deref(), Some("localhost:50001"));
+        assert_eq!(a.internal_grpc_port, Some(50002));
         assert!(a.validate().is_ok());
     }
 
@@ -473,6 +509,41 @@ mod tests {
         assert!(a.validate().unwrap_err().contains("--app-port"));
         let a = parse(&["--app-id", "a b"]).unwrap();
         assert!(a.validate().unwrap_err().contains("--app-id"));
+        let a = parse(&["--app-id", "a", "--enable-mtls"]).unwrap();
+        assert!(a.validate().unwrap_err().contains("--sentry-address"));
+        let a = parse(&["--app-id", "a", "--mode", "kubernetes"]).unwrap();
+        assert!(a.validate().unwrap_err().contains("--sentry-address"));
+        let a = parse(&[
+            "--app-id",
+            "a",
+            "--mode",
+            "kubernetes",
+            "--sentry-address",
+            "s:443",
+        ])
+        .unwrap();
+        assert!(
+            a.validate()
+                .unwrap_err()
+                .contains("--control-plane-address")
+        );
+    }
+
+    #[test]
+    fn internal_port_is_stable_per_app_id() {
+        let a = parse(&["--app-id", "orders"]).unwrap();
+        let port = a.internal_port();
+        assert!((47300..47300 + 2048).contains(&port));
+        assert_eq!(
+            port,
+            parse(&["--app-id", "orders"]).unwrap().internal_port()
+        );
+        assert_ne!(
+            port,
+            parse(&["--app-id", "payments"]).unwrap().internal_port()
+        );
+        let a = parse(&["--app-id", "x", "--dapr-internal-grpc-port", "50002"]).unwrap();
+        assert_eq!(a.internal_port(), 50002);
     }
 
     #[test]
@@ -498,7 +569,7 @@ mod tests {
             ["::1".parse::<IpAddr>().unwrap(), [127, 0, 0, 1].into()]
         );
         assert_eq!(a.http_port, 3600);
-        assert_eq!(a.control_plane_namespace, "dapr-system");
+        assert_eq!(a.control_plane_namespace(), "dapr-system");
         assert!(!a.disable_builtin_k8s_secret_store);
         assert!(parse_ip("[::1").is_err());
     }

@@ -6,6 +6,7 @@
 //! - [`state`], [`secrets`]: building blocks and their stores.
 //! - [`api`]: the protocol-independent operations; [`http`] and [`grpc`] are the front ends.
 //! - [`reload`]: hot reload of changed components without a gap.
+//! - [`identity`]: the workload certificate from sentry (mutual TLS).
 //! - [`kubernetes`]: kubernetes mode: identity from sentry, resources from the operator.
 
 #![forbid(unsafe_code)]
@@ -17,6 +18,7 @@ pub mod drain;
 pub mod errors;
 pub mod grpc;
 pub mod http;
+pub mod identity;
 pub mod kubernetes;
 pub mod metrics;
 pub mod reload;
@@ -57,6 +59,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("failed to set up the workload identity: {0}")]
+    Identity(#[from] identity::IdentityError),
     #[error("graceful shutdown timeout exceeded ({0:?})")]
     ShutdownTimeout(Duration),
     #[error("kubernetes mode: {0}")]
@@ -103,23 +107,12 @@ pub async fn start(args: Args) -> Result<Running, Error> {
             "flag accepted but not supported yet; it has no effect"
         );
     }
-    if args.mode == Mode::Standalone {
-        // Used by kubernetes mode only, so far.
-        for (flag, given) in [
-            ("--sentry-address", args.sentry_address.is_some()),
-            (
-                "--control-plane-address",
-                args.control_plane_address.is_some(),
-            ),
-        ] {
-            if given {
-                tracing::warn!(
-                    flag,
-                    mode = "standalone",
-                    "flag accepted but not supported yet; it has no effect"
-                );
-            }
-        }
+    if args.mode == Mode::Standalone && args.control_plane_address.is_some() {
+        tracing::warn!(
+            flag = "--control-plane-address",
+            mode = "standalone",
+            "flag accepted but not supported yet; it has no effect"
+        );
     }
     if args.enable_app_health_check {
         tracing::warn!(
@@ -134,18 +127,6 @@ pub async fn start(args: Args) -> Result<Running, Error> {
     let api_token = std::env::var("DAPR_API_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
-    let kept = Arc::new(kubernetes::resources::KeptResources::default());
-    let (configuration, operator) = if args.mode == Mode::Kubernetes {
-        let (configuration, client) = kubernetes_boot(&args, namespace.as_deref(), &kept).await?;
-        (configuration, Some(client))
-    } else {
-        (load_configuration(&args.config)?, None)
-    };
-    let resources_path = if operator.is_some() {
-        Vec::new()
-    } else {
-        args.resources_path.clone()
-    };
     let app = AppConnection {
         port: args.app_port,
         protocol: args.app_protocol.name().to_owned(),
@@ -158,8 +139,48 @@ pub async fn start(args: Args) -> Result<Running, Error> {
             threshold: args.app_health_threshold,
         }),
     };
+    let metrics = Arc::new(metrics::Metrics::new(&args.app_id));
+    let (identity_stop, identity_stopped) = tokio::sync::watch::channel(false);
+    let identity = if args.needs_identity() {
+        let config = identity::IdentityConfig {
+            app_id: args.app_id.clone(),
+            namespace: namespace
+                .clone()
+                .unwrap_or_else(|| daprs_api::names::DEFAULT_NAMESPACE.to_owned()),
+            sentry_address: args.sentry_address.clone().unwrap_or_default(),
+            control_plane_trust_domain: args.control_plane_trust_domain(),
+            control_plane_namespace: args.control_plane_namespace(),
+            ..identity::IdentityConfig::default()
+        }
+        .with_process_env();
+        let mut stopped = identity_stopped;
+        Some(identity::Identity::start(
+            config,
+            metrics.clone(),
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        )?)
+    } else {
+        None
+    };
+    let kept = Arc::new(kubernetes::resources::KeptResources::default());
+    let (configuration, operator) = match (&identity, args.mode) {
+        (Some(identity), Mode::Kubernetes) => {
+            let (configuration, client) = kubernetes_boot(&args, identity, &kept).await?;
+            (configuration, Some(client))
+        }
+        _ => (load_configuration(&args.config)?, None),
+    };
+    let resources_path = if operator.is_some() {
+        Vec::new()
+    } else {
+        args.resources_path.clone()
+    };
     let rt = Runtime::new(
         Settings {
+            identity: identity.clone(),
+            metrics: Some(metrics),
             app_id: args.app_id.clone(),
             namespace: namespace.clone(),
             configuration,
@@ -297,6 +318,13 @@ pub async fn start(args: Args) -> Result<Running, Error> {
     } else {
         None
     };
+    {
+        let rt = rt.clone();
+        tokio::spawn(async move {
+            rt.stopped().await;
+            identity_stop.send_replace(true);
+        });
+    }
     rt.set_ready();
     let components = rt.component_list();
     tracing::info!(
@@ -329,11 +357,11 @@ pub fn registry() -> Registry {
     registry
 }
 
-/// Kubernetes mode up to the component load: the SVID from sentry, the operator client and
-/// the app's Configuration.
+/// Kubernetes mode up to the component load: the first certificate from sentry, the operator
+/// client and the app's Configuration.
 async fn kubernetes_boot(
     args: &Args,
-    namespace: Option<&str>,
+    identity: &identity::Identity,
     kept: &kubernetes::resources::KeptResources,
 ) -> Result<
     (
@@ -342,40 +370,33 @@ async fn kubernetes_boot(
     ),
     Error,
 > {
-    daprs_api::tls::install_default_provider();
     if !args.resources_path.is_empty() {
         tracing::warn!(
             flag = "--resources-path",
             "ignored in kubernetes mode: components come from the operator"
         );
     }
-    let namespace = namespace.ok_or_else(|| {
-        Error::Config(format!(
+    if std::env::var(daprs_api::names::ENV_NAMESPACE)
+        .ok()
+        .filter(|n| !n.is_empty())
+        .is_none()
+    {
+        return Err(Error::Config(format!(
             "{} is not set: kubernetes mode needs the pod's namespace (the injector sets it)",
             daprs_api::names::ENV_NAMESPACE
-        ))
-    })?;
-    let anchors = kubernetes::identity::anchors_from_env()?;
-    let identity = kubernetes::identity::obtain(
-        kubernetes::identity::SentryTarget {
-            address: args.sentry_address.clone().unwrap_or_default(),
-            control_plane_trust_domain: args.control_plane_trust_domain.clone(),
-            control_plane_namespace: args.control_plane_namespace.clone(),
-            app_id: args.app_id.clone(),
-            namespace: namespace.to_owned(),
-        },
-        anchors,
-    )
-    .await?;
+        )));
+    }
+    // Dapr waits for the certificate before it talks to the operator (always mutual TLS).
+    identity.ready().await;
     let client = kubernetes::OperatorClient::new(
         &kubernetes::OperatorTarget {
             address: args.control_plane_address.clone().unwrap_or_default(),
-            control_plane_trust_domain: args.control_plane_trust_domain.clone(),
-            control_plane_namespace: args.control_plane_namespace.clone(),
+            control_plane_trust_domain: identity.control_plane_trust_domain().to_owned(),
+            control_plane_namespace: identity.control_plane_namespace().to_owned(),
         },
-        identity.anchors.clone(),
-        identity.svid.clone(),
-        namespace,
+        identity.anchors().clone(),
+        (**identity.svid()).clone(),
+        identity.namespace(),
     )?;
     // In Kubernetes --config names a Configuration; only the first is used, as in Dapr.
     let name = args
@@ -385,7 +406,7 @@ async fn kubernetes_boot(
         .unwrap_or_default();
     let (configuration, raw) = kubernetes::fetch_configuration(&client, &name).await?;
     kept.set_configuration(raw);
-    tracing::info!(id = %identity.id, configuration = %name, "connected to the operator");
+    tracing::info!(id = ?identity.spiffe_id(), configuration = %name, "connected to the operator");
     Ok((configuration, client))
 }
 

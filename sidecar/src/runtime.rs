@@ -51,7 +51,9 @@ pub struct Runtime {
     pub table: Table,
     pub registry: Registry,
     pub configuration: ConfigurationSpec,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
+    /// The workload identity, when mTLS is on or in kubernetes mode.
+    pub identity: Option<Arc<crate::identity::Identity>>,
     pub app: AppConnection,
     pub resources_path: Vec<PathBuf>,
     /// `DAPR_API_TOKEN`, when set.
@@ -75,13 +77,19 @@ pub struct Settings {
     pub resources_path: Vec<PathBuf>,
     pub api_token: Option<String>,
     pub max_body_bytes: usize,
+    pub identity: Option<Arc<crate::identity::Identity>>,
+    /// Metrics shared with tasks started before the runtime (the identity).
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl Runtime {
     pub fn new(settings: Settings, registry: Registry) -> Arc<Self> {
         let (stop, _) = watch::channel(Stop::Running);
         Arc::new(Runtime {
-            metrics: Metrics::new(&settings.app_id),
+            metrics: settings
+                .metrics
+                .unwrap_or_else(|| Arc::new(Metrics::new(&settings.app_id))),
+            identity: settings.identity,
             app_id: settings.app_id,
             namespace: settings.namespace,
             table: Table::default(),
@@ -107,8 +115,9 @@ impl Runtime {
             .unwrap_or_default()
     }
 
+    /// Ready: started, and holding a certificate when one is needed.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.ready.load(Ordering::SeqCst) && self.identity.as_ref().is_none_or(|i| i.is_ready())
     }
 
     pub fn is_outbound_ready(&self) -> bool {

@@ -95,7 +95,12 @@ async fn token_public_port_unsupported_flags_and_shutdown_api() {
     let mut d = spawn(
         dir.path(),
         Some("s3cr3t"),
-        &["--enable-mtls", "--sentry-address", "localhost:50001"],
+        &[
+            "--placement-host-address",
+            "localhost:50005",
+            "--allowed-origins",
+            "*",
+        ],
     );
     ready(&d).await;
     let http = reqwest::Client::new();
@@ -173,7 +178,7 @@ async fn token_public_port_unsupported_flags_and_shutdown_api() {
         .unwrap()
         .read_to_string(&mut logs)
         .unwrap();
-    for flag in ["--enable-mtls", "--sentry-address"] {
+    for flag in ["--placement-host-address", "--allowed-origins"] {
         let reports = logs
             .lines()
             .filter(|l| l.contains("not supported yet") && l.contains(flag))

@@ -42,6 +42,7 @@ fn ctx() -> Context<'static> {
     Context {
         trust_anchors: Some(ANCHORS),
         mtls_enabled: true,
+        components: Components::NotListed,
     }
 }
 
@@ -557,6 +558,7 @@ fn no_trust_anchors_is_a_denial_and_mtls_follows_the_configuration() {
         Context {
             trust_anchors: None,
             mtls_enabled: true,
+            components: Components::NotListed,
         },
     );
     assert!(matches!(
@@ -573,6 +575,7 @@ fn no_trust_anchors_is_a_denial_and_mtls_follows_the_configuration() {
         Context {
             trust_anchors: Some(ANCHORS),
             mtls_enabled: false,
+            components: Components::NotListed,
         },
     );
     assert!(!args(&daprd(&apply(&pod, &d))).contains(&"--enable-mtls".to_owned()));
@@ -1183,4 +1186,233 @@ fn workload_templates_are_checked_and_left_unchanged() {
         ),
         "{decision:?}"
     );
+}
+
+fn component(name: &str, scopes: &[&str], container: Option<&str>) -> ComponentInfo {
+    ComponentInfo {
+        name: name.into(),
+        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        container: container.map(str::to_owned),
+    }
+}
+
+fn decide_with(pod: Value, components: Components<'_>) -> Decision {
+    mutate(
+        &request(pod),
+        &InjectorConfig::for_tests(),
+        Context {
+            components,
+            ..ctx()
+        },
+    )
+}
+
+fn container_named<'a>(pod: &'a Value, name: &str) -> Option<&'a Value> {
+    pod["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+}
+
+#[test]
+fn pluggable_components_come_from_the_namespace_components() {
+    let pod = with_annotations(&[("dapr.io/inject-pluggable-components", "true")]);
+    assert!(wants_components(&request(pod.clone())));
+    let listed = [
+        component("no-container", &[], None),
+        component(
+            "redis-pluggable",
+            &[],
+            Some(r#"{"image": "registry.example/redis-pluggable:1"}"#),
+        ),
+        component(
+            "for-billing",
+            &["billing"],
+            Some(r#"{"image": "registry.example/billing:1"}"#),
+        ),
+        // Same image as redis-pluggable: one container per image.
+        component(
+            "redis-again",
+            &["orders"],
+            Some(r#"{"image": "registry.example/redis-pluggable:1"}"#),
+        ),
+        component(
+            "queue",
+            &["billing", "orders"],
+            Some(
+                r#"{"name": "queue-adapter", "image": "registry.example/queue:2",
+                     "env": [{"name": "MODE", "value": "fast"}],
+                     "volumeMounts": [{"name": "queue-cache", "mountPath": "/cache"}]}"#,
+            ),
+        ),
+    ];
+    let decision = decide_with(pod.clone(), Components::Listed(&listed));
+    let out = apply(&pod, &decision);
+    let names: Vec<&str> = out["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "orders",
+            "log-shipper",
+            "redis-pluggable",
+            "queue-adapter",
+            "daprd"
+        ],
+        "named after the Component unless named; scoped; one per image; daprd last"
+    );
+    let socket_mount = json!({"name": "dapr-components-unix-domain-socket", "mountPath": "/tmp/dapr-components-sockets"});
+    for name in ["redis-pluggable", "queue-adapter", "daprd"] {
+        let c = container_named(&out, name).unwrap();
+        assert_eq!(
+            env_of(c, "DAPR_COMPONENT_SOCKETS_FOLDER").unwrap()["value"],
+            "/tmp/dapr-components-sockets",
+            "{name}"
+        );
+        assert!(
+            c["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .contains(&socket_mount),
+            "{name}: {c:#}"
+        );
+        assert!(env_of(c, "DAPR_HTTP_PORT").is_none() || name == "daprd");
+    }
+    let queue = container_named(&out, "queue-adapter").unwrap();
+    assert_eq!(env_of(queue, "MODE").unwrap()["value"], "fast");
+    assert_eq!(queue["image"], "registry.example/queue:2");
+    let app = container_named(&out, "orders").unwrap();
+    assert!(env_of(app, "DAPR_COMPONENT_SOCKETS_FOLDER").is_none());
+    assert!(env_of(app, "DAPR_HTTP_PORT").is_some());
+    let volumes = out["spec"]["volumes"].as_array().unwrap();
+    assert!(
+        volumes.contains(&json!({"name": "dapr-components-unix-domain-socket", "emptyDir": {}}))
+    );
+    assert!(
+        volumes.contains(&json!({"name": "queue-cache", "emptyDir": {}})),
+        "a mount of a volume the pod lacks gets an emptyDir"
+    );
+
+    // The socket folder annotation moves every mount and the env.
+    let pod = with_annotations(&[
+        ("dapr.io/inject-pluggable-components", "true"),
+        ("dapr.io/pluggable-components-sockets-folder", "/sockets"),
+    ]);
+    let out = apply(&pod, &decide_with(pod.clone(), Components::Listed(&listed)));
+    let redis = container_named(&out, "redis-pluggable").unwrap();
+    assert_eq!(
+        env_of(redis, "DAPR_COMPONENT_SOCKETS_FOLDER").unwrap()["value"],
+        "/sockets"
+    );
+    assert!(
+        redis["volumeMounts"].as_array().unwrap().contains(
+            &json!({"name": "dapr-components-unix-domain-socket", "mountPath": "/sockets"})
+        )
+    );
+
+    // With a native sidecar the components are native sidecars ahead of daprd.
+    let pod = with_annotations(&[
+        ("dapr.io/inject-pluggable-components", "true"),
+        ("dapr.io/enable-native-sidecar", "true"),
+    ]);
+    let out = apply(&pod, &decide_with(pod.clone(), Components::Listed(&listed)));
+    let init = out["spec"]["initContainers"].as_array().unwrap();
+    let names: Vec<&str> = init.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["redis-pluggable", "queue-adapter", "daprd"]);
+    assert!(init.iter().all(|c| c["restartPolicy"] == "Always"));
+    assert_eq!(out["spec"]["containers"].as_array().unwrap().len(), 2);
+
+    // Nothing in scope: daprd alone, no socket volume.
+    let only_billing = [component(
+        "for-billing",
+        &["billing"],
+        Some(r#"{"image": "b:1"}"#),
+    )];
+    let pod = with_annotations(&[("dapr.io/inject-pluggable-components", "true")]);
+    let out = apply(
+        &pod,
+        &decide_with(pod.clone(), Components::Listed(&only_billing)),
+    );
+    assert_eq!(out["spec"]["containers"].as_array().unwrap().len(), 3);
+    assert!(env_of(&daprd(&out), "DAPR_COMPONENT_SOCKETS_FOLDER").is_none());
+}
+
+#[test]
+fn pluggable_component_injection_is_all_or_nothing() {
+    let pod = with_annotations(&[("dapr.io/inject-pluggable-components", "true")]);
+    let deny = |d: Decision| match d {
+        Decision::Deny {
+            reason, message, ..
+        } => (reason, message),
+        other => panic!("expected a denial, got {other:?}"),
+    };
+
+    // Listing failed: a denial that says so, not a pod without its components.
+    let (reason, message) = deny(decide_with(
+        pod.clone(),
+        Components::Failed("components.dapr.io is forbidden"),
+    ));
+    assert_eq!(reason, DenyReason::ListComponents);
+    assert!(
+        message.contains("could not list the Components of namespace \"shop\"")
+            && message.contains("components.dapr.io is forbidden"),
+        "{message}"
+    );
+    let (reason, _) = deny(decide_with(pod.clone(), Components::NotListed));
+    assert_eq!(reason, DenyReason::ListComponents);
+
+    // Bad JSON: the Component and the parse error are named.
+    let bad = [component("broken", &[], Some(r#"{"image": "x:1",}"#))];
+    let (reason, message) = deny(decide_with(pod.clone(), Components::Listed(&bad)));
+    assert_eq!(reason, DenyReason::ComponentContainer);
+    assert!(
+        message.starts_with("Component \"broken\": annotation dapr.io/component-container is not valid JSON: trailing comma"),
+        "{message}"
+    );
+    for (json, expected) in [
+        ("[1]", "must be a JSON object"),
+        (r#"{"name": "x"}"#, "has no image"),
+        (
+            r#"{"image": "x:1", "ports": "80"}"#,
+            "is not a valid container spec",
+        ),
+        (
+            r#"{"image": "x:1", "name": "orders"}"#,
+            "names its container \"orders\", which the pod already uses",
+        ),
+        (
+            r#"{"image": "x:1", "name": "daprd"}"#,
+            "names its container \"daprd\"",
+        ),
+    ] {
+        let listed = [component("c1", &[], Some(json))];
+        let (_, message) = deny(decide_with(pod.clone(), Components::Listed(&listed)));
+        assert!(message.contains(expected), "{json}: {message}");
+    }
+    // A broken Component out of this app's scope is not this pod's problem.
+    let elsewhere = [component("broken", &["billing"], Some("{not json"))];
+    assert!(matches!(
+        decide_with(pod.clone(), Components::Listed(&elsewhere)),
+        Decision::Inject { .. }
+    ));
+
+    // Without the annotation (or with it false) nothing is listed or needed.
+    let plain = fixture_pod();
+    assert!(!wants_components(&request(plain.clone())));
+    assert!(matches!(
+        decide_with(plain, Components::NotListed),
+        Decision::Inject { .. }
+    ));
+    let off = with_annotations(&[("dapr.io/inject-pluggable-components", "false")]);
+    assert!(!wants_components(&request(off)));
+    let disabled = with_annotations(&[
+        ("dapr.io/inject-pluggable-components", "true"),
+        ("dapr.io/enabled", "false"),
+    ]);
+    assert!(!wants_components(&request(disabled)));
 }

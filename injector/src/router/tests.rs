@@ -19,6 +19,7 @@ fn state() -> AppState {
         config: Arc::new(InjectorConfig::for_tests()),
         live: Arc::new(live),
         metrics: Arc::new(Metrics::default()),
+        client: None,
     }
 }
 
@@ -234,4 +235,24 @@ async fn transport_mistakes_are_http_errors() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn pluggable_components_without_an_api_client_are_denied() {
+    let state = state();
+    let mut body: Value = serde_json::from_str(V1).unwrap();
+    body["request"]["object"]["metadata"]["annotations"]["dapr.io/inject-pluggable-components"] =
+        json!("true");
+    let out = review(&state, &body.to_string()).await;
+    assert_eq!(out["response"]["allowed"], false, "{out:#}");
+    let message = out["response"]["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("could not list the Components") && message.contains("standalone mode"),
+        "{message}"
+    );
+    assert!(
+        metrics_text(&state).contains("reason=\"list_components\"} 1"),
+        "{}",
+        metrics_text(&state)
+    );
 }

@@ -1,7 +1,7 @@
 //! Kubernetes mode (`--mode kubernetes`): the sidecar's identity from sentry, and its
 //! resources from the operator (Dapr's `dapr.proto.operator.v1.Operator` over mutual TLS).
 //!
-//! Boot, as daprd does it: SVID ([`identity`]) → operator client ([`client`]) →
+//! Boot, as daprd does it: SVID ([`crate::identity`]) → operator client ([`client`]) →
 //! `GetConfiguration` (the `--config` name; none means the default Configuration) →
 //! `ListComponents` and the kinds kept inert (`ListResiliency`, `ListHTTPEndpoints`,
 //! `ListSubscriptionsV2`) → load, report each component's result to the operator →
@@ -12,7 +12,6 @@
 //! are not implemented. A changed Configuration is kept and takes effect at the next start.
 
 pub mod client;
-pub mod identity;
 pub mod resources;
 pub mod sync;
 
@@ -33,8 +32,6 @@ pub const BOOT_RETRY_FOR: Duration = Duration::from_secs(120);
 pub enum Error {
     #[error("{0}")]
     Config(String),
-    #[error("failed to obtain the sidecar's certificate: {0}")]
-    Identity(String),
     #[error("the operator refused {rpc} ({code:?}): {message}")]
     Call {
         rpc: &'static str,
