@@ -83,7 +83,8 @@ pub struct Args {
         long = "dapr-listen-addresses",
         value_delimiter = ',',
         default_value = "0.0.0.0",
-        value_parser = parse_ip
+        value_parser = parse_ip,
+        action = ArgAction::Set
     )]
     pub listen_addresses: Vec<IpAddr>,
     /// Serve Prometheus metrics.
@@ -162,6 +163,11 @@ pub struct Args {
     /// address there and reads the others'. Default `$HOME/.dapr/registry`.
     #[arg(long = "registry-dir", env = "DAPRS_REGISTRY_DIR")]
     pub registry_dir: Option<PathBuf>,
+    /// The program itself, when a container's args repeat it before the flags (`/daprd
+    /// --app-id ...`, as Dapr's injector writes them, with an image whose entrypoint is
+    /// daprd); any other positional argument is refused.
+    #[arg(hide = true, value_name = "DAPRD")]
+    pub entrypoint: Option<PathBuf>,
     /// Do not load the built-in `kubernetes` secret store (kubernetes mode).
     #[arg(long = "disable-builtin-k8s-secret-store", default_value = "false", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
     pub disable_builtin_k8s_secret_store: bool,
@@ -388,6 +394,14 @@ impl Args {
         {
             return Err("--mode kubernetes needs --control-plane-address: the operator's address, e.g. dapr-api.dapr-system.svc.cluster.local:443".into());
         }
+        if let Some(program) = &self.entrypoint
+            && program.file_name().is_none_or(|n| n != "daprd")
+        {
+            return Err(format!(
+                "unexpected argument {:?}: daprd takes only flags",
+                program.display().to_string()
+            ));
+        }
         if self.listen_addresses.is_empty() {
             return Err("--dapr-listen-addresses must name at least one address".into());
         }
@@ -549,6 +563,7 @@ mod tests {
     #[test]
     fn the_injectors_command_line_parses_and_later_flags_win() {
         let a = parse(&[
+            "/daprd",
             "--mode",
             "kubernetes",
             "--dapr-listen-addresses",
@@ -569,9 +584,19 @@ mod tests {
             ["::1".parse::<IpAddr>().unwrap(), [127, 0, 0, 1].into()]
         );
         assert_eq!(a.http_port, 3600);
+        let again = parse(&[
+            "--dapr-listen-addresses",
+            "[::1],127.0.0.1",
+            "--dapr-listen-addresses",
+            "127.0.0.1",
+        ])
+        .unwrap();
+        assert_eq!(again.listen_addresses, [IpAddr::from([127, 0, 0, 1])]);
         assert_eq!(a.control_plane_namespace(), "dapr-system");
         assert!(!a.disable_builtin_k8s_secret_store);
         assert!(parse_ip("[::1").is_err());
+        let a = parse(&["/bin/sh", "--app-id", "x"]).unwrap();
+        assert!(a.validate().unwrap_err().contains("/bin/sh"));
     }
 
     #[test]
