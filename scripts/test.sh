@@ -29,3 +29,28 @@ scripts/sidecar-deps.sh >/dev/null || die "scripts/sidecar-deps.sh failed (above
 
 step "tests (unit, integration, real TLS, real Kubernetes API server, real Redis and PostgreSQL, the official SDKs)"
 cargo test --workspace --all-targets --locked
+
+# The images' build stage (docker/Dockerfile) cannot run here (no Docker); the same cargo
+# command, for the same static target, can. Keep the two commands identical.
+step "static (musl) release build of sentry, operator, injector and daprd, as docker/Dockerfile builds them"
+MUSL_TARGET=x86_64-unknown-linux-musl
+if ! rustup target list --installed 2>/dev/null | grep -qx "$MUSL_TARGET"; then
+	command -v rustup >/dev/null || die "rustup is not installed, so the $MUSL_TARGET target cannot be added: install Rust with rustup (https://rustup.rs) and rerun"
+	rustup target add "$MUSL_TARGET" >&2 || die "'rustup target add $MUSL_TARGET' failed (the Dockerfiles' static builds need it): fix the error above and rerun"
+fi
+if ! command -v musl-gcc >/dev/null; then
+	sudo=""
+	[ "$(id -u)" = 0 ] || sudo="sudo"
+	command -v apt-get >/dev/null || die "musl-gcc is missing (ring compiles C for the musl target): install musl-tools with your package manager"
+	{ $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq musl-tools; } >&2 \
+		|| die "apt-get install musl-tools failed (musl-gcc is needed for the musl target)"
+fi
+cargo build --release --locked --target "$MUSL_TARGET" \
+	-p daprs-sentry --bin sentry \
+	-p daprs-operator --bin operator \
+	-p daprs-injector --bin injector \
+	-p daprs-sidecar --bin daprd
+for bin in sentry operator injector daprd; do
+	ldd "target/$MUSL_TARGET/release/$bin" 2>&1 | grep -qE 'not a dynamic executable|statically linked' \
+		|| die "target/$MUSL_TARGET/release/$bin is not statically linked (the distroless/static image has no libc)"
+done

@@ -29,6 +29,7 @@ mod pki;
 mod pod;
 mod process;
 mod tokens;
+pub mod workspace;
 
 pub use cluster::{Cluster, Connection, KEEP_DIR_ENV, SERVICE_ACCOUNT_ISSUER};
 pub use namespace::{TEMP_NS_LABEL, TempNs, with_temp_ns};

@@ -462,9 +462,85 @@ impl pb::dapr_server::Dapr for DaprApi {
 
     async fn invoke_service(
         &self,
-        _request: Request<pb::InvokeServiceRequest>,
+        request: Request<pb::InvokeServiceRequest>,
     ) -> Result<Response<common::InvokeResponse>, Status> {
-        Err(not_yet("service invocation", "InvokeService"))
+        let started = Instant::now();
+        let mut metadata = crate::invoke::app::metadata_to_md(request.metadata());
+        for key in [
+            API_TOKEN_METADATA,
+            "dapr-app-id",
+            "content-type",
+            "user-agent",
+            "te",
+        ] {
+            metadata.remove(key);
+        }
+        metadata.retain(|k, _| !k.starts_with("grpc-") && !k.starts_with(':'));
+        let request = request.into_inner();
+        let message = request.message.unwrap_or_default();
+        let ext = message.http_extension.unwrap_or_default();
+        let call = crate::invoke::Call {
+            target: request.id.clone(),
+            method: message.method,
+            verb: crate::invoke::app::verb_name(ext.verb).map(str::to_owned),
+            query: ext.querystring,
+            metadata,
+            body: message
+                .data
+                .map(|d| Bytes::from(d.value))
+                .unwrap_or_default(),
+            content_type: message.content_type,
+        };
+        let result = match self.rt.invoker.invoke(call).await {
+            Err(e) => Err(e.to_api().to_status()),
+            Ok(r) => {
+                let code = if r.status >= 100 {
+                    crate::invoke::grpc_code_of_http(r.status as u16)
+                } else {
+                    tonic::Code::from_i32(r.status)
+                };
+                if code == tonic::Code::Ok {
+                    Ok(r)
+                } else {
+                    let message = if r.status >= 100 {
+                        String::from_utf8_lossy(&r.body).into_owned()
+                    } else {
+                        r.message.clone()
+                    };
+                    Err(Status::new(code, message))
+                }
+            }
+        };
+        let result = result.map(|r| {
+            let mut md = tonic::metadata::MetadataMap::new();
+            for (k, values) in &r.headers {
+                let Ok(key) = tonic::metadata::MetadataKey::from_bytes(k.as_bytes()) else {
+                    continue;
+                };
+                for v in &values.values {
+                    if let Ok(v) = tonic::metadata::MetadataValue::try_from(v.as_str()) {
+                        md.append(key.clone(), v);
+                    }
+                }
+            }
+            let body = common::InvokeResponse {
+                data: Some(prost_types::Any {
+                    type_url: String::new(),
+                    value: r.body.to_vec(),
+                }),
+                content_type: r.content_type,
+            };
+            (md, body)
+        });
+        match self.observe("InvokeService", started, result) {
+            Ok(response) => {
+                let (md, body) = response.into_inner();
+                let mut response = Response::new(body);
+                *response.metadata_mut() = md;
+                Ok(response)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn publish_event(

@@ -688,21 +688,131 @@ async fn bulk_secrets(State(rt): State<Shared>, raw: RawPathParams, uri: Uri) ->
     }
 }
 
-/// Unknown paths and methods go to service invocation, as in Dapr.
-async fn fallback(headers: HeaderMap, uri: Uri, _body: Body) -> Response {
-    let from_header = headers
+/// Where an HTTP request names the target app (Dapr's order): the `dapr-app-id` header (the
+/// path is the method), `Authorization: Basic base64("dapr-app-id:<id>")` (likewise), or the
+/// path `/v1.0/invoke/<id>/method/<method>`. Returns the id, the method and whether the
+/// `Authorization` header carried the id (so it is not forwarded).
+fn invocation_target(headers: &HeaderMap, path: &str) -> Option<(String, String, bool)> {
+    let path_method = || path.trim_start_matches('/').to_owned();
+    if let Some(id) = headers
         .get("dapr-app-id")
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let from_path = uri
-        .path()
-        .strip_prefix("/v1.0/invoke/")
-        .and_then(|rest| rest.split_once("/method/"))
-        .map(|(id, _)| id.to_owned());
-    match from_header.or(from_path) {
-        Some(app_id) => errors::direct_invoke_unavailable(&app_id).into_response(),
-        None => errors::direct_invoke_no_app_id().into_response(),
+        .filter(|v| !v.is_empty())
+    {
+        return Some((id.to_owned(), path_method(), false));
     }
+    if let Some(id) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Basic ")
+                .or_else(|| v.strip_prefix("basic "))
+        })
+        .and_then(|b64| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .ok()
+        })
+        .and_then(|raw| String::from_utf8(raw).ok())
+        .and_then(|user| user.strip_prefix("dapr-app-id:").map(str::to_owned))
+        .filter(|id| !id.is_empty())
+    {
+        return Some((id, path_method(), true));
+    }
+    let rest = path.strip_prefix("/v1.0/invoke/")?;
+    let (id, method) = rest.split_once("/method/")?;
+    Some((query_unescape(id).ok()?, method.to_owned(), false))
+}
+
+/// Unknown paths and methods go to service invocation, as in Dapr.
+async fn fallback(State(rt): State<Shared>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let Some((target, method, auth_used)) = invocation_target(&parts.headers, parts.uri.path())
+    else {
+        return errors::direct_invoke_no_app_id().into_response();
+    };
+    let body = match axum::body::to_bytes(body, rt.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return errors::body_read(e).into_response(),
+    };
+    let mut metadata = crate::invoke::Md::new();
+    let mut content_type = String::new();
+    for (name, value) in &parts.headers {
+        let name = name.as_str();
+        if name == "dapr-app-id"
+            || name == API_TOKEN_HEADER
+            || (auth_used && name == "authorization")
+        {
+            continue;
+        }
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        if name == "content-type" {
+            content_type = value.clone();
+        }
+        metadata
+            .entry(name.to_owned())
+            .or_default()
+            .values
+            .push(value);
+    }
+    let call = crate::invoke::Call {
+        target: target.clone(),
+        method,
+        verb: Some(parts.method.as_str().to_owned()),
+        query: parts.uri.query().unwrap_or_default().to_owned(),
+        metadata,
+        body,
+        content_type,
+    };
+    match rt.invoker.invoke(call).await {
+        Ok(response) => invoke_response(response),
+        Err(e) => e.to_api().into_response(),
+    }
+}
+
+/// The callee's answer as the caller's HTTP response: an HTTP app's status, headers and body
+/// as they are; a gRPC app's code as an HTTP status, with the Status as JSON when not OK.
+fn invoke_response(r: crate::invoke::AppResponse) -> Response {
+    if r.status < 100 {
+        let status = StatusCode::from_u16(crate::invoke::http_status_of_grpc(r.status))
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if r.status != 0 {
+            return json_response(
+                status,
+                &json!({"code": r.status, "message": r.message, "details": []}),
+            );
+        }
+    }
+    let status = if r.status < 100 {
+        StatusCode::OK
+    } else {
+        StatusCode::from_u16(r.status as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    };
+    let mut response = Response::new(Body::from(r.body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    for (name, values) in &r.headers {
+        if crate::invoke::app::is_hop_by_hop(name, &[])
+            || name.eq_ignore_ascii_case("content-length")
+        {
+            continue;
+        }
+        let Ok(name) = http::HeaderName::from_bytes(name.as_bytes()) else {
+            continue;
+        };
+        for v in &values.values {
+            if let Ok(v) = HeaderValue::from_str(v) {
+                headers.append(name.clone(), v);
+            }
+        }
+    }
+    if !r.content_type.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&r.content_type)
+    {
+        headers.insert(header::CONTENT_TYPE, v);
+    }
+    response
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! - [`api`]: the protocol-independent operations; [`http`] and [`grpc`] are the front ends.
 //! - [`reload`]: hot reload of changed components without a gap.
 //! - [`identity`]: the workload certificate from sentry (mutual TLS).
-//! - [`kubernetes`]: kubernetes mode: identity from sentry, resources from the operator.
+//! - [`kubernetes`]: kubernetes mode: resources from the operator.
 
 #![forbid(unsafe_code)]
 
@@ -19,6 +19,7 @@ pub mod errors;
 pub mod grpc;
 pub mod http;
 pub mod identity;
+pub mod invoke;
 pub mod kubernetes;
 pub mod metrics;
 pub mod reload;
@@ -84,6 +85,9 @@ pub struct Running {
     pub grpc: Vec<SocketAddr>,
     pub public: Option<SocketAddr>,
     pub metrics: Option<SocketAddr>,
+    /// The internal (sidecar-to-sidecar) gRPC server.
+    pub internal: SocketAddr,
+    registered: Option<std::path::PathBuf>,
     grace: Duration,
     servers: JoinSet<()>,
     reloader: Option<reload::Watcher>,
@@ -112,12 +116,6 @@ pub async fn start(args: Args) -> Result<Running, Error> {
             flag = "--control-plane-address",
             mode = "standalone",
             "flag accepted but not supported yet; it has no effect"
-        );
-    }
-    if args.enable_app_health_check {
-        tracing::warn!(
-            flag = "--enable-app-health-check",
-            "app health probes are not supported yet; the app is treated as healthy"
         );
     }
     args.validate().map_err(Error::Config)?;
@@ -177,8 +175,54 @@ pub async fn start(args: Args) -> Result<Running, Error> {
     } else {
         args.resources_path.clone()
     };
+    let resolver = match args.mode {
+        config::Mode::Kubernetes => {
+            let cluster_domain = configuration
+                .name_resolution
+                .as_ref()
+                .and_then(|n| n.configuration.as_ref())
+                .and_then(|c| c.get("clusterDomain"))
+                .and_then(|d| d.as_str())
+                .unwrap_or(invoke::resolve::DEFAULT_CLUSTER_DOMAIN)
+                .to_owned();
+            invoke::resolve::Resolver::Kubernetes {
+                cluster_domain,
+                port: args.internal_port(),
+            }
+        }
+        config::Mode::Standalone => {
+            if let Some(component) = configuration
+                .name_resolution
+                .as_ref()
+                .map(|n| n.component.as_str())
+                .filter(|c| !c.is_empty() && *c != "registry")
+            {
+                tracing::warn!(
+                    component,
+                    "this name resolver is not supported; using the daprs registry directory"
+                );
+            }
+            invoke::resolve::Resolver::Registry {
+                dir: args
+                    .registry_dir
+                    .clone()
+                    .unwrap_or_else(invoke::resolve::Resolver::default_registry_dir),
+            }
+        }
+    };
+    let invocation = invoke::InvokeSettings {
+        resolver,
+        app: invoke::AppSettings {
+            port: args.app_port,
+            protocol: args.app_protocol.name().to_owned(),
+            address: args.app_channel_address.clone(),
+            max_concurrency: args.app_max_concurrency,
+            health: app.health_check.clone(),
+        },
+    };
     let rt = Runtime::new(
         Settings {
+            invocation,
             identity: identity.clone(),
             metrics: Some(metrics),
             app_id: args.app_id.clone(),
@@ -239,6 +283,7 @@ pub async fn start(args: Args) -> Result<Running, Error> {
             }
         });
     }
+    let internal = serve_internal(&args, &rt, &mut servers).await?;
     let mut http_addrs = Vec::new();
     for ip in &args.listen_addresses {
         let addr = SocketAddr::new(*ip, args.http_port);
@@ -325,12 +370,20 @@ pub async fn start(args: Args) -> Result<Running, Error> {
             identity_stop.send_replace(true);
         });
     }
+    if let Some(health) = &rt.app.health_check {
+        let stop = rt.clone();
+        rt.invoker
+            .app
+            .start_health_probes(health, async move { stop.stopped().await });
+    }
     rt.set_ready();
     let components = rt.component_list();
     tracing::info!(
         app_id = %rt.app_id,
         http = ?http_addrs,
         grpc = ?grpc_addrs,
+        internal = %internal.0,
+        mtls = rt.identity.is_some(),
         components = components.len(),
         names = ?components.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(),
         startup_ms = started.elapsed().as_millis() as u64,
@@ -342,6 +395,8 @@ pub async fn start(args: Args) -> Result<Running, Error> {
         grpc: grpc_addrs,
         public,
         metrics,
+        internal: internal.0,
+        registered: internal.1,
         grace: args.grace_period(),
         servers,
         reloader,
@@ -410,6 +465,100 @@ async fn kubernetes_boot(
     Ok((configuration, client))
 }
 
+/// Binds and serves the internal API (mutual TLS with an identity, h2c without) and announces
+/// it to the name resolver; returns the address and the registry file to remove at the end.
+async fn serve_internal(
+    args: &Args,
+    rt: &Arc<Runtime>,
+    servers: &mut JoinSet<()>,
+) -> Result<(SocketAddr, Option<std::path::PathBuf>), Error> {
+    let ip = args
+        .internal_grpc_listen_address
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let addr = SocketAddr::new(ip, args.internal_port());
+    let listener = match bind("internal gRPC server", addr).await {
+        Ok(listener) => listener,
+        // The derived self-hosted port is taken (another daprd with the same app id, or any
+        // program): any free port does, the registry announces it.
+        Err(error)
+            if args.internal_grpc_port.is_none_or(|p| p == 0)
+                && args.mode == config::Mode::Standalone =>
+        {
+            tracing::warn!(%error, "the internal port derived from the app id is taken; using a free port");
+            bind("internal gRPC server", SocketAddr::new(ip, 0)).await?
+        }
+        Err(error) => return Err(error),
+    };
+    let local = listener.local_addr().map_err(|source| Error::Bind {
+        what: "internal gRPC server",
+        addr,
+        source,
+    })?;
+    let service = invoke::server::Internal::server(rt.invoker.clone());
+    let stop = rt.clone();
+    let in_flight = rt.in_flight.clone();
+    let builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(invoke::KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(invoke::KEEPALIVE_TIMEOUT))
+        .tcp_nodelay(true);
+    match &rt.identity {
+        Some(identity) => {
+            let config = Arc::new(identity.server_config()?);
+            let incoming = daprs_api::tls::tls_incoming(listener, config);
+            servers.spawn(async move {
+                let result = builder
+                    .layer(drain::Layer(in_flight))
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(incoming, async move { stop.stopped().await })
+                    .await;
+                if let Err(error) = result {
+                    tracing::error!(%error, "internal gRPC server failed");
+                }
+            });
+        }
+        None => {
+            servers.spawn(async move {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                let result = builder
+                    .layer(drain::Layer(in_flight))
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(incoming, async move { stop.stopped().await })
+                    .await;
+                if let Err(error) = result {
+                    tracing::error!(%error, "internal gRPC server failed");
+                }
+            });
+        }
+    }
+    // The announced address: a loopback listen address as given, else DAPR_HOST_IP or
+    // 127.0.0.1 (self-hosted sidecars share one machine).
+    let host = if ip.is_loopback() {
+        ip.to_string()
+    } else {
+        std::env::var("DAPR_HOST_IP")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "127.0.0.1".into())
+    };
+    let announced = if host.contains(':') {
+        format!("[{host}]:{}", local.port())
+    } else {
+        format!("{host}:{}", local.port())
+    };
+    let registered = match rt.invoker.resolver.register(
+        &rt.app_id,
+        &rt.invoker.namespace,
+        &announced,
+    ) {
+        Ok(file) => file,
+        Err(error) => {
+            tracing::warn!(%error, "failed to register in the name-resolution registry; other sidecars cannot find this one");
+            None
+        }
+    };
+    Ok((local, registered))
+}
+
 #[allow(clippy::type_complexity)] // the interceptor closure has no nameable type
 fn tonic_service(
     rt: Arc<Runtime>,
@@ -433,6 +582,9 @@ impl Running {
         drop(self.reloader.take());
         if let Some(task) = self.operator_task.take() {
             task.abort();
+        }
+        if let Some(file) = self.registered.take() {
+            invoke::resolve::unregister(&file);
         }
         // The listeners stop accepting at once. Requests in flight may finish within the grace
         // period; connections that stay open with nothing in flight (SDK clients keep theirs)

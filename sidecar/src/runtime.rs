@@ -54,6 +54,8 @@ pub struct Runtime {
     pub metrics: Arc<Metrics>,
     /// The workload identity, when mTLS is on or in kubernetes mode.
     pub identity: Option<Arc<crate::identity::Identity>>,
+    /// Service invocation (caller side, internal server, app channel).
+    pub invoker: Arc<crate::invoke::Invoker>,
     pub app: AppConnection,
     pub resources_path: Vec<PathBuf>,
     /// `DAPR_API_TOKEN`, when set.
@@ -78,6 +80,8 @@ pub struct Settings {
     pub api_token: Option<String>,
     pub max_body_bytes: usize,
     pub identity: Option<Arc<crate::identity::Identity>>,
+    /// Name resolution and the app channel of service invocation.
+    pub invocation: crate::invoke::InvokeSettings,
     /// Metrics shared with tasks started before the runtime (the identity).
     pub metrics: Option<Arc<Metrics>>,
 }
@@ -85,10 +89,23 @@ pub struct Settings {
 impl Runtime {
     pub fn new(settings: Settings, registry: Registry) -> Arc<Self> {
         let (stop, _) = watch::channel(Stop::Running);
+        let metrics = settings
+            .metrics
+            .unwrap_or_else(|| Arc::new(Metrics::new(&settings.app_id)));
+        let invoker = Arc::new(crate::invoke::Invoker::new(
+            settings.app_id.clone(),
+            settings
+                .namespace
+                .clone()
+                .unwrap_or_else(|| daprs_api::names::DEFAULT_NAMESPACE.to_owned()),
+            settings.invocation,
+            crate::invoke::acl::Acl::new(settings.configuration.access_control.clone()),
+            settings.identity.clone(),
+            metrics.clone(),
+        ));
         Arc::new(Runtime {
-            metrics: settings
-                .metrics
-                .unwrap_or_else(|| Arc::new(Metrics::new(&settings.app_id))),
+            metrics,
+            invoker,
             identity: settings.identity,
             app_id: settings.app_id,
             namespace: settings.namespace,

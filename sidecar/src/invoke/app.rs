@@ -1,0 +1,608 @@
+//! The app channel: how daprd calls its own app for an invocation (HTTP `VERB /<method>?<qs>`
+//! or gRPC `AppCallback.OnInvoke`), with Dapr's header rules, `--app-max-concurrency` and the
+//! app health probes (`--enable-app-health-check`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dapr::dapr::proto::common::v1 as dcommon;
+use dapr::dapr::proto::runtime::v1 as druntime;
+use daprs_api::proto::internals::ListStringValue;
+use tokio::sync::Semaphore;
+
+/// Metadata / headers of an invocation, as the internal API carries them.
+pub type Md = HashMap<String, ListStringValue>;
+
+/// Headers that belong to one connection and are never forwarded.
+pub const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "http2-settings",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+];
+
+/// Standard HTTP headers that get a `dapr-` prefix for gRPC apps.
+const HTTP_STANDARD: &[&str] = &[
+    "accept",
+    "accept-charset",
+    "accept-encoding",
+    "accept-language",
+    "accept-ranges",
+    "cache-control",
+    "content-type",
+    "content-length",
+    "cookie",
+    "date",
+    "expect",
+    "forwarded",
+    "from",
+    "host",
+    "if-match",
+    "if-modified-since",
+    "if-none-match",
+    "if-range",
+    "if-unmodified-since",
+    "max-forwards",
+    "origin",
+    "pragma",
+    "range",
+    "referer",
+    "user-agent",
+    "via",
+    "warning",
+];
+
+/// True for a hop-by-hop header, including those named by `Connection`.
+pub fn is_hop_by_hop(name: &str, connection_listed: &[String]) -> bool {
+    let name = name.to_ascii_lowercase();
+    HOP_BY_HOP.contains(&name.as_str())
+        || name.starts_with("proxy-")
+        || connection_listed
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(&name))
+}
+
+/// The header names listed in `Connection`.
+pub fn connection_listed(md: &Md) -> Vec<String> {
+    md.iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("connection"))
+        .flat_map(|(_, v)| v.values.iter())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// One call to the app.
+#[derive(Debug, Clone, Default)]
+pub struct AppRequest {
+    pub method: String,
+    /// HTTP verb name; `None` (Dapr's `NONE`) means POST for HTTP apps.
+    pub verb: Option<String>,
+    pub query: String,
+    pub metadata: Md,
+    pub body: Bytes,
+    pub content_type: String,
+}
+
+/// The app's answer: an HTTP status (>= 100) or a gRPC code (<= 16).
+#[derive(Debug, Clone, Default)]
+pub struct AppResponse {
+    pub status: i32,
+    pub message: String,
+    pub headers: Md,
+    pub trailers: Md,
+    pub body: Bytes,
+    pub content_type: String,
+}
+
+/// Why the app could not be called.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("no app channel: daprd was started without --app-port")]
+    NoApp,
+    #[error("app is not in a healthy state")]
+    Unhealthy,
+    #[error("failed to call the app: {0}")]
+    Call(String),
+}
+
+enum Channel {
+    Http {
+        client: reqwest::Client,
+        base: String,
+    },
+    Grpc {
+        channel: tonic::transport::Channel,
+    },
+}
+
+/// How daprd calls its app.
+pub struct AppChannel {
+    channel: Option<Channel>,
+    protocol: String,
+    limit: Option<Arc<Semaphore>>,
+    healthy: Arc<AtomicBool>,
+    app_token: Option<String>,
+}
+
+impl std::fmt::Debug for AppChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppChannel")
+            .field("connected", &self.channel.is_some())
+            .field("healthy", &self.healthy.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the app channel is built from.
+#[derive(Debug, Clone, Default)]
+pub struct AppSettings {
+    pub port: Option<u16>,
+    /// `http`, `https`, `h2c`, `grpc`, `grpcs`.
+    pub protocol: String,
+    pub address: String,
+    pub max_concurrency: i64,
+    pub health: Option<crate::runtime::AppHealth>,
+}
+
+impl AppChannel {
+    pub fn new(settings: &AppSettings) -> Self {
+        let channel = settings.port.map(|port| {
+            let host = if settings.address.contains(':') {
+                format!("[{}]", settings.address)
+            } else {
+                settings.address.clone()
+            };
+            match settings.protocol.as_str() {
+                "grpc" | "grpcs" => {
+                    let scheme = if settings.protocol == "grpcs" {
+                        "https"
+                    } else {
+                        "http"
+                    };
+                    let endpoint = tonic::transport::Endpoint::from_shared(format!(
+                        "{scheme}://{host}:{port}"
+                    ))
+                    .unwrap_or_else(|_| {
+                        tonic::transport::Endpoint::from_static("http://127.0.0.1:1")
+                    })
+                    .tcp_nodelay(true)
+                    .connect_timeout(Duration::from_secs(5));
+                    Channel::Grpc {
+                        channel: endpoint.connect_lazy(),
+                    }
+                }
+                protocol => {
+                    let scheme = if protocol == "https" { "https" } else { "http" };
+                    let client = reqwest::Client::builder()
+                        .tcp_nodelay(true)
+                        .pool_idle_timeout(Duration::from_secs(90))
+                        .pool_max_idle_per_host(1024)
+                        .redirect(reqwest::redirect::Policy::none())
+                        .build()
+                        .unwrap_or_default();
+                    Channel::Http {
+                        client,
+                        base: format!("{scheme}://{host}:{port}"),
+                    }
+                }
+            }
+        });
+        let limit = (settings.max_concurrency > 0)
+            .then(|| Arc::new(Semaphore::new(settings.max_concurrency as usize)));
+        Self {
+            channel,
+            protocol: settings.protocol.clone(),
+            limit,
+            healthy: Arc::new(AtomicBool::new(true)),
+            app_token: std::env::var("APP_API_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
+        }
+    }
+
+    /// `--app-protocol`.
+    pub fn protocol(&self) -> String {
+        self.protocol.clone()
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::SeqCst)
+    }
+
+    /// Starts the health probes (`--enable-app-health-check`): the app is unhealthy after
+    /// `threshold` consecutive failures and healthy again at the first success.
+    pub fn start_health_probes(
+        &self,
+        health: &crate::runtime::AppHealth,
+        stopped: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let Some(channel) = &self.channel else {
+            return;
+        };
+        let healthy = self.healthy.clone();
+        let failures = Arc::new(AtomicU32::new(0));
+        let interval = Duration::from_secs(health.interval_seconds.max(1));
+        let timeout = Duration::from_millis(health.timeout_ms.max(1));
+        let threshold = health.threshold.max(1);
+        let probe: Box<dyn Fn() -> futures::future::BoxFuture<'static, bool> + Send + Sync> =
+            match channel {
+                Channel::Http { client, base } => {
+                    let client = client.clone();
+                    let url = format!("{base}{}", health.path);
+                    Box::new(move || {
+                        let request = client.get(&url).timeout(timeout).send();
+                        Box::pin(
+                            async move { request.await.is_ok_and(|r| r.status().is_success()) },
+                        )
+                    })
+                }
+                Channel::Grpc { channel } => {
+                    let channel = channel.clone();
+                    Box::new(move || {
+                        let mut client = druntime::app_callback_health_check_client::AppCallbackHealthCheckClient::new(channel.clone());
+                        Box::pin(async move {
+                            tokio::time::timeout(timeout, client.health_check(()))
+                                .await
+                                .is_ok_and(|r| r.is_ok())
+                        })
+                    })
+                }
+            };
+        tokio::spawn(async move {
+            let run = async {
+                loop {
+                    if probe().await {
+                        failures.store(0, Ordering::SeqCst);
+                        if !healthy.swap(true, Ordering::SeqCst) {
+                            tracing::info!("the app is healthy again");
+                        }
+                    } else if failures.fetch_add(1, Ordering::SeqCst) + 1 >= threshold
+                        && healthy.swap(false, Ordering::SeqCst)
+                    {
+                        tracing::warn!("the app is unhealthy");
+                    }
+                    tokio::time::sleep(interval).await;
+                }
+            };
+            tokio::select! {
+                () = run => {}
+                () = stopped => {}
+            }
+        });
+    }
+
+    /// Calls the app.
+    pub async fn call(&self, request: AppRequest) -> Result<AppResponse, AppError> {
+        let channel = self.channel.as_ref().ok_or(AppError::NoApp)?;
+        if !self.is_healthy() {
+            return Err(AppError::Unhealthy);
+        }
+        let _permit = match &self.limit {
+            Some(limit) => Some(
+                limit
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| AppError::Call(e.to_string()))?,
+            ),
+            None => None,
+        };
+        match channel {
+            Channel::Http { client, base } => self.call_http(client, base, request).await,
+            Channel::Grpc { channel } => self.call_grpc(channel.clone(), request).await,
+        }
+    }
+
+    async fn call_http(
+        &self,
+        client: &reqwest::Client,
+        base: &str,
+        request: AppRequest,
+    ) -> Result<AppResponse, AppError> {
+        let verb = request.verb.as_deref().unwrap_or("POST");
+        let method = reqwest::Method::from_bytes(verb.as_bytes())
+            .map_err(|_| AppError::Call(format!("invalid HTTP verb {verb:?}")))?;
+        let mut url = format!("{base}/{}", request.method.trim_start_matches('/'));
+        if !request.query.is_empty() {
+            url.push('?');
+            url.push_str(&request.query);
+        }
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in http_app_headers(&request.metadata) {
+            if let (Ok(n), Ok(v)) = (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                http::HeaderValue::from_str(&value),
+            ) {
+                headers.append(n, v);
+            }
+        }
+        if !request.content_type.is_empty()
+            && let Ok(v) = http::HeaderValue::from_str(&request.content_type)
+        {
+            headers.insert(http::header::CONTENT_TYPE, v);
+        }
+        if let Some(token) = &self.app_token
+            && let Ok(v) = http::HeaderValue::from_str(token)
+        {
+            headers.insert("dapr-api-token", v);
+        }
+        let response = client
+            .request(method, url)
+            .headers(headers)
+            .body(request.body)
+            .send()
+            .await
+            .map_err(|e| AppError::Call(e.to_string()))?;
+        let status = i32::from(response.status().as_u16());
+        let mut out = AppResponse {
+            status,
+            ..AppResponse::default()
+        };
+        for (name, value) in response.headers() {
+            let name = name.as_str();
+            if name == "content-type" {
+                out.content_type = value.to_str().unwrap_or_default().to_owned();
+                continue;
+            }
+            if is_hop_by_hop(name, &[]) || name == "content-length" {
+                continue;
+            }
+            out.headers
+                .entry(name.to_owned())
+                .or_default()
+                .values
+                .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+        }
+        out.body = response
+            .bytes()
+            .await
+            .map_err(|e| AppError::Call(e.to_string()))?;
+        Ok(out)
+    }
+
+    async fn call_grpc(
+        &self,
+        channel: tonic::transport::Channel,
+        request: AppRequest,
+    ) -> Result<AppResponse, AppError> {
+        let mut client = druntime::app_callback_client::AppCallbackClient::new(channel);
+        let verb = request.verb.as_deref().map(verb_number).unwrap_or_default();
+        let mut call = tonic::Request::new(dcommon::InvokeRequest {
+            method: request.method.clone(),
+            data: Some(prost_types::Any {
+                type_url: String::new(),
+                value: request.body.to_vec(),
+            }),
+            content_type: request.content_type.clone(),
+            http_extension: Some(dcommon::HttpExtension {
+                verb,
+                querystring: request.query.clone(),
+            }),
+        });
+        let md = call.metadata_mut();
+        for (name, value) in grpc_app_metadata(&request.metadata) {
+            if let (Ok(k), Ok(v)) = (
+                tonic::metadata::MetadataKey::from_bytes(name.as_bytes()),
+                tonic::metadata::MetadataValue::try_from(value.as_str()),
+            ) {
+                md.append(k, v);
+            }
+        }
+        if let Some(token) = &self.app_token
+            && let Ok(v) = tonic::metadata::MetadataValue::try_from(token.as_str())
+        {
+            md.insert("dapr-api-token", v);
+        }
+        match client.on_invoke(call).await {
+            Ok(response) => {
+                let headers = metadata_to_md(response.metadata());
+                let response = response.into_inner();
+                Ok(AppResponse {
+                    status: 0,
+                    message: String::new(),
+                    headers,
+                    trailers: Md::new(),
+                    body: response
+                        .data
+                        .map(|d| Bytes::from(d.value))
+                        .unwrap_or_default(),
+                    content_type: response.content_type,
+                })
+            }
+            Err(status) => Ok(AppResponse {
+                status: status.code() as i32,
+                message: status.message().to_owned(),
+                headers: metadata_to_md(status.metadata()),
+                ..AppResponse::default()
+            }),
+        }
+    }
+}
+
+/// gRPC metadata as internal metadata (binary keys skipped).
+pub fn metadata_to_md(md: &tonic::metadata::MetadataMap) -> Md {
+    let mut out = Md::new();
+    for kv in md.iter() {
+        if let tonic::metadata::KeyAndValueRef::Ascii(k, v) = kv
+            && let Ok(v) = v.to_str()
+        {
+            out.entry(k.as_str().to_owned())
+                .or_default()
+                .values
+                .push(v.to_owned());
+        }
+    }
+    out
+}
+
+/// Dapr's HTTPExtension verb number of an HTTP method name.
+pub fn verb_number(verb: &str) -> i32 {
+    match verb.to_ascii_uppercase().as_str() {
+        "GET" => 1,
+        "HEAD" => 2,
+        "POST" => 3,
+        "PUT" => 4,
+        "DELETE" => 5,
+        "CONNECT" => 6,
+        "OPTIONS" => 7,
+        "TRACE" => 8,
+        "PATCH" => 9,
+        _ => 0,
+    }
+}
+
+/// The HTTP method name of a HTTPExtension verb number (`None` for NONE).
+pub fn verb_name(verb: i32) -> Option<&'static str> {
+    Some(match verb {
+        1 => "GET",
+        2 => "HEAD",
+        3 => "POST",
+        4 => "PUT",
+        5 => "DELETE",
+        6 => "CONNECT",
+        7 => "OPTIONS",
+        8 => "TRACE",
+        9 => "PATCH",
+        _ => return None,
+    })
+}
+
+/// Internal metadata as request headers of an HTTP app (Dapr's callee-side rules).
+pub fn http_app_headers(md: &Md) -> Vec<(String, String)> {
+    let listed = connection_listed(md);
+    let mut out = Vec::new();
+    for (key, values) in md {
+        let lower = key.to_ascii_lowercase();
+        if lower == "content-length"
+            || lower == "content-type"
+            || lower == "host"
+            || lower == "destination-app-id"
+            || lower.ends_with("-bin")
+            || is_hop_by_hop(&lower, &listed)
+        {
+            continue;
+        }
+        let name = if let Some(pseudo) = lower.strip_prefix(':') {
+            format!("dapr-{pseudo}")
+        } else if lower.starts_with("grpc-") {
+            format!("dapr-{lower}")
+        } else {
+            lower
+        };
+        for v in &values.values {
+            out.push((name.clone(), v.clone()));
+        }
+    }
+    out
+}
+
+/// Internal metadata as gRPC metadata of a gRPC app (Dapr's callee-side rules).
+pub fn grpc_app_metadata(md: &Md) -> Vec<(String, String)> {
+    let listed = connection_listed(md);
+    let mut out = Vec::new();
+    for (key, values) in md {
+        let lower = key.to_ascii_lowercase();
+        if lower.starts_with(':')
+            || lower == "destination-app-id"
+            || lower.ends_with("-bin")
+            || lower.starts_with("grpc-")
+            || (is_hop_by_hop(&lower, &listed) && lower != "te")
+        {
+            continue;
+        }
+        let name = if HTTP_STANDARD.contains(&lower.as_str()) || lower == "te" {
+            format!("dapr-{lower}")
+        } else {
+            lower
+        };
+        for v in &values.values {
+            out.push((name.clone(), v.clone()));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn md(pairs: &[(&str, &str)]) -> Md {
+        let mut m = Md::new();
+        for (k, v) in pairs {
+            m.entry((*k).to_owned())
+                .or_default()
+                .values
+                .push((*v).to_owned());
+        }
+        m
+    }
+
+    #[test]
+    fn http_app_header_rules() {
+        let m = md(&[
+            ("Connection", "keep-alive, x-drop"),
+            ("x-drop", "1"),
+            ("x-keep", "2"),
+            ("content-length", "5"),
+            ("destination-app-id", "b"),
+            ("grpc-timeout", "1S"),
+            (":authority", "h"),
+            ("trace-bin", "x"),
+            ("dapr-caller-app-id", "a"),
+            ("transfer-encoding", "chunked"),
+        ]);
+        let mut h = http_app_headers(&m);
+        h.sort();
+        assert_eq!(
+            h,
+            [
+                ("dapr-authority".to_owned(), "h".to_owned()),
+                ("dapr-caller-app-id".into(), "a".into()),
+                ("dapr-grpc-timeout".into(), "1S".into()),
+                ("x-keep".into(), "2".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn grpc_app_metadata_rules() {
+        let m = md(&[
+            ("Content-Type", "application/json"),
+            ("User-Agent", "curl"),
+            ("x-custom", "1"),
+            ("connection", "close"),
+        ]);
+        let mut h = grpc_app_metadata(&m);
+        h.sort();
+        assert_eq!(
+            h,
+            [
+                (
+                    "dapr-content-type".to_owned(),
+                    "application/json".to_owned()
+                ),
+                ("dapr-user-agent".into(), "curl".into()),
+                ("x-custom".into(), "1".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn verbs() {
+        for v in ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
+            assert_eq!(verb_name(verb_number(v)), Some(v));
+        }
+        assert_eq!(verb_name(0), None);
+    }
+}

@@ -1,0 +1,566 @@
+//! Service invocation: the caller side (HTTP `/v1.0/invoke`, gRPC `InvokeService`), the
+//! sidecar-to-sidecar internal API `dapr.proto.internals.v1.ServiceInvocation` (client here,
+//! server in [`server`]), name resolution ([`resolve`]), ACLs ([`acl`]) and the app channel
+//! ([`app`]).
+//!
+//! Sidecars talk gRPC over HTTP/2 on the internal port: mutual TLS with the sentry SVIDs when
+//! an [`Identity`] exists (the caller checks the callee's SPIFFE path `/ns/<ns>/<app-id>`, the
+//! callee authorises the caller's id with the ACL), plaintext h2c otherwise (as Dapr without
+//! mTLS). One multiplexed connection per peer is kept with keepalive pings (10 s, 5 s ack
+//! timeout, also when idle); calls failing with `Unavailable` or `Unauthenticated` are retried
+//! 3 times 1 s apart on a fresh connection and a fresh resolution (Dapr's built-in retries).
+
+pub mod acl;
+pub mod app;
+pub mod resolve;
+pub mod server;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use daprs_api::SpiffeId;
+use daprs_api::proto::common::{HttpExtension, InvokeRequest, StreamPayload};
+use daprs_api::proto::internals::{
+    ApiVersion, InternalInvokeRequest, InternalInvokeRequestStream, InternalInvokeResponse,
+    ListStringValue, service_invocation_client::ServiceInvocationClient,
+};
+use daprs_api::tls::PeerMatcher;
+use tonic::transport::Channel;
+
+use crate::identity::Identity;
+use crate::metrics::Metrics;
+pub use app::{AppChannel, AppRequest, AppResponse, AppSettings, Md};
+
+/// Size of the payload chunks of a streamed call (Dapr's).
+pub const CHUNK_BYTES: usize = 2048;
+/// Dapr's built-in retries on `Unavailable`/`Unauthenticated`.
+pub const RETRIES: u32 = 3;
+pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+/// Keepalive of sidecar connections (Dapr's).
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connect timeout to another sidecar.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why an invocation failed (the HTTP and gRPC front ends render it).
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error("failed to invoke, id: {app_id}, err: {error}")]
+    Failed { app_id: String, error: String },
+    #[error("{0}")]
+    Denied(String),
+    #[error("invalid method: {0}")]
+    BadMethod(String),
+}
+
+impl InvokeError {
+    pub fn to_api(&self) -> crate::errors::ApiError {
+        use http::StatusCode;
+        let (status, code) = match self {
+            InvokeError::Denied(_) => (StatusCode::FORBIDDEN, tonic::Code::PermissionDenied),
+            InvokeError::BadMethod(_) => (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument),
+            InvokeError::Failed { .. } => {
+                (StatusCode::INTERNAL_SERVER_ERROR, tonic::Code::Internal)
+            }
+        };
+        crate::errors::ApiError::legacy(status, code, "ERR_DIRECT_INVOKE", self.to_string())
+    }
+}
+
+/// One invocation as a caller makes it.
+#[derive(Debug, Clone, Default)]
+pub struct Call {
+    /// `app` or `app.namespace`.
+    pub target: String,
+    pub method: String,
+    /// HTTP verb (`None` for a gRPC caller without an HTTP extension).
+    pub verb: Option<String>,
+    pub query: String,
+    /// The caller's headers / metadata (API token and `dapr-app-id` already removed).
+    pub metadata: Md,
+    pub body: Bytes,
+    pub content_type: String,
+}
+
+/// What [`Invoker::new`] needs.
+#[derive(Debug, Clone)]
+pub struct InvokeSettings {
+    pub resolver: resolve::Resolver,
+    pub app: AppSettings,
+}
+
+impl Default for InvokeSettings {
+    fn default() -> Self {
+        Self {
+            resolver: resolve::Resolver::Registry {
+                dir: resolve::Resolver::default_registry_dir(),
+            },
+            app: AppSettings::default(),
+        }
+    }
+}
+
+/// The invocation engine shared by the APIs and the internal server.
+pub struct Invoker {
+    pub app_id: String,
+    pub namespace: String,
+    pub app: AppChannel,
+    pub acl: acl::Acl,
+    pub resolver: resolve::Resolver,
+    identity: Option<Arc<Identity>>,
+    metrics: Arc<Metrics>,
+    pool: Mutex<HashMap<String, Channel>>,
+    host_ip: String,
+    hostname: String,
+}
+
+impl std::fmt::Debug for Invoker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Invoker")
+            .field("app_id", &self.app_id)
+            .field("namespace", &self.namespace)
+            .field("resolver", &self.resolver)
+            .field("mtls", &self.identity.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+fn put(md: &mut Md, key: &str, value: impl Into<String>) {
+    md.insert(
+        key.to_owned(),
+        ListStringValue {
+            values: vec![value.into()],
+        },
+    );
+}
+
+/// Normalises a method as Dapr does: `#`, `?`, NUL and control characters are refused, `..`
+/// and `.` segments are resolved away.
+pub fn normalize_method(method: &str) -> Result<String, InvokeError> {
+    if method
+        .chars()
+        .any(|c| c == '#' || c == '?' || c.is_control())
+    {
+        return Err(InvokeError::BadMethod(format!(
+            "{method:?} contains '#', '?' or a control character"
+        )));
+    }
+    let mut out: Vec<&str> = Vec::new();
+    for seg in method.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let trailing = method.ends_with('/') && !out.is_empty();
+    let mut joined = out.join("/");
+    if trailing {
+        joined.push('/');
+    }
+    Ok(joined)
+}
+
+impl Invoker {
+    pub fn new(
+        app_id: String,
+        namespace: String,
+        settings: InvokeSettings,
+        acl: acl::Acl,
+        identity: Option<Arc<Identity>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let host_ip = std::env::var("DAPR_HOST_IP")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "localhost".into());
+        Self {
+            app: AppChannel::new(&settings.app),
+            app_id,
+            namespace,
+            acl,
+            resolver: settings.resolver,
+            identity,
+            metrics,
+            pool: Mutex::new(HashMap::new()),
+            host_ip,
+            hostname,
+        }
+    }
+
+    /// Splits `app.namespace` (a bare id is in our namespace).
+    fn target(&self, target: &str) -> (String, String) {
+        match target.rsplit_once('.') {
+            Some((app, ns)) if !app.is_empty() && !ns.is_empty() => (app.to_owned(), ns.to_owned()),
+            _ => (target.to_owned(), self.namespace.clone()),
+        }
+    }
+
+    /// Adds the caller-side headers Dapr stamps.
+    fn stamp(&self, md: &mut Md, target_app: &str) {
+        for key in [
+            "dapr-caller-app-id",
+            "dapr-caller-namespace",
+            "dapr-callee-app-id",
+        ] {
+            md.remove(key);
+        }
+        put(md, "dapr-caller-app-id", self.app_id.clone());
+        put(md, "dapr-caller-namespace", self.namespace.clone());
+        put(md, "dapr-callee-app-id", target_app);
+        put(md, "destination-app-id", target_app);
+        md.entry("x-forwarded-for".into())
+            .or_default()
+            .values
+            .push(self.host_ip.clone());
+        md.entry("x-forwarded-host".into())
+            .or_default()
+            .values
+            .push(self.hostname.clone());
+        let ip = if self.host_ip.contains(':') {
+            format!("\"[{}]\"", self.host_ip)
+        } else {
+            self.host_ip.clone()
+        };
+        md.entry("forwarded".into())
+            .or_default()
+            .values
+            .push(format!("for={ip};by={ip};host={}", self.hostname));
+    }
+
+    /// Invokes `call`: on our own app directly, elsewhere through the target's sidecar.
+    pub async fn invoke(&self, mut call: Call) -> Result<AppResponse, InvokeError> {
+        let (app_id, namespace) = self.target(&call.target);
+        let method = normalize_method(&call.method)?;
+        self.stamp(&mut call.metadata, &app_id);
+        let started = Instant::now();
+        self.metrics.inc(
+            "dapr_runtime_service_invocation_req_sent_total",
+            &[("dst_app_id", app_id.as_str()), ("method", method.as_str())],
+        );
+        let result = if app_id == self.app_id && namespace == self.namespace {
+            self.app
+                .call(AppRequest {
+                    method: method.clone(),
+                    verb: call.verb,
+                    query: call.query,
+                    metadata: call.metadata,
+                    body: call.body,
+                    content_type: call.content_type,
+                })
+                .await
+                .map_err(|e| InvokeError::Failed {
+                    app_id: app_id.clone(),
+                    error: e.to_string(),
+                })
+        } else {
+            self.invoke_remote(&app_id, &namespace, &method, call).await
+        };
+        let status = match &result {
+            Ok(r) => r.status.to_string(),
+            Err(_) => "error".into(),
+        };
+        self.metrics.inc(
+            "dapr_runtime_service_invocation_res_recv_total",
+            &[("dst_app_id", app_id.as_str()), ("status", status.as_str())],
+        );
+        self.metrics.observe(
+            "dapr_runtime_service_invocation_res_recv_latency_ms",
+            &[("dst_app_id", app_id.as_str())],
+            started.elapsed(),
+        );
+        result
+    }
+
+    fn channel(&self, address: &str, app_id: &str, namespace: &str) -> Result<Channel, String> {
+        let key = format!("{address}|{namespace}|{app_id}");
+        if let Some(ch) = self
+            .pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(ch.clone());
+        }
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| format!("invalid address {address:?}: {e}"))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
+        let channel = match &self.identity {
+            None => endpoint.connect_lazy(),
+            Some(identity) => {
+                // Any trust domain; the path must be /ns/<namespace>/<app-id>.
+                let want = SpiffeId::new(
+                    daprs_api::names::DEFAULT_APP_TRUST_DOMAIN,
+                    namespace,
+                    app_id,
+                )
+                .map_err(|e| e.to_string())?;
+                let config = identity
+                    .client_config(PeerMatcher::Path(want))
+                    .map_err(|e| e.to_string())?;
+                let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+                endpoint.connect_with_connector_lazy(tower::service_fn(move |uri: http::Uri| {
+                    let connector = connector.clone();
+                    async move {
+                        let host = uri
+                            .host()
+                            .unwrap_or("localhost")
+                            .trim_matches(['[', ']'])
+                            .to_owned();
+                        let port = uri.port_u16().unwrap_or(443);
+                        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+                        tcp.set_nodelay(true)?;
+                        let name =
+                            rustls::pki_types::ServerName::try_from(host).unwrap_or_else(|_| {
+                                rustls::pki_types::ServerName::try_from("daprd.invalid")
+                                    .expect("static name is valid")
+                            });
+                        let tls = connector.connect(name, tcp).await?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+                    }
+                }))
+            }
+        };
+        self.pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, channel.clone());
+        Ok(channel)
+    }
+
+    fn drop_channel(&self, address: &str, app_id: &str, namespace: &str) {
+        let key = format!("{address}|{namespace}|{app_id}");
+        self.pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+    }
+
+    async fn invoke_remote(
+        &self,
+        app_id: &str,
+        namespace: &str,
+        method: &str,
+        call: Call,
+    ) -> Result<AppResponse, InvokeError> {
+        let failed = |error: String| InvokeError::Failed {
+            app_id: app_id.to_owned(),
+            error,
+        };
+        let request = InternalInvokeRequest {
+            ver: ApiVersion::V1 as i32,
+            metadata: call.metadata,
+            message: Some(InvokeRequest {
+                method: method.to_owned(),
+                data: None,
+                content_type: call.content_type,
+                http_extension: Some(HttpExtension {
+                    verb: call.verb.as_deref().map(app::verb_number).unwrap_or(0),
+                    querystring: call.query,
+                }),
+            }),
+            actor: None,
+        };
+        let mut attempt = 0;
+        loop {
+            let address = self
+                .resolver
+                .resolve(app_id, namespace)
+                .map_err(|e| failed(e.to_string()))?;
+            let channel = self.channel(&address, app_id, namespace).map_err(&failed)?;
+            match call_stream(channel, request.clone(), call.body.clone()).await {
+                Ok(response) => return Ok(response),
+                Err(status)
+                    if matches!(
+                        status.code(),
+                        tonic::Code::Unavailable | tonic::Code::Unauthenticated
+                    ) && attempt < RETRIES =>
+                {
+                    attempt += 1;
+                    tracing::debug!(app_id, %address, error = %status, attempt, "invocation failed; retrying on a new connection");
+                    self.drop_channel(&address, app_id, namespace);
+                    tokio::time::sleep(RETRY_INTERVAL).await;
+                }
+                Err(status) if status.code() == tonic::Code::PermissionDenied => {
+                    return Err(InvokeError::Denied(status.message().to_owned()));
+                }
+                Err(status) => {
+                    if status.code() == tonic::Code::Unavailable {
+                        self.drop_channel(&address, app_id, namespace);
+                    }
+                    return Err(failed(status.message().to_owned()));
+                }
+            }
+        }
+    }
+}
+
+/// Calls `CallLocalStream`; falls back to `CallLocal` when the peer has no streaming.
+async fn call_stream(
+    channel: Channel,
+    request: InternalInvokeRequest,
+    body: Bytes,
+) -> Result<AppResponse, tonic::Status> {
+    let mut client = ServiceInvocationClient::new(channel.clone())
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX);
+    let mut messages = Vec::with_capacity(body.len() / CHUNK_BYTES + 1);
+    let mut chunks = body.chunks(CHUNK_BYTES).enumerate().peekable();
+    let first_payload = chunks.next().map(|(seq, data)| StreamPayload {
+        data: data.to_vec(),
+        seq: seq as u64,
+    });
+    messages.push(InternalInvokeRequestStream {
+        request: Some(request.clone()),
+        payload: first_payload,
+    });
+    for (seq, data) in chunks {
+        messages.push(InternalInvokeRequestStream {
+            request: None,
+            payload: Some(StreamPayload {
+                data: data.to_vec(),
+                seq: seq as u64,
+            }),
+        });
+    }
+    let response = client
+        .call_local_stream(futures::stream::iter(messages))
+        .await;
+    let mut stream = match response {
+        Ok(r) => r.into_inner(),
+        Err(status) if status.code() == tonic::Code::Unimplemented => {
+            // An older peer: the whole body in one message.
+            let mut unary = request;
+            if let Some(m) = unary.message.as_mut() {
+                m.data = Some(prost_types::Any {
+                    type_url: String::new(),
+                    value: body.to_vec(),
+                });
+            }
+            let response = client.call_local(unary).await?.into_inner();
+            return Ok(from_internal(response, None));
+        }
+        Err(status) => return Err(status),
+    };
+    let first = stream
+        .message()
+        .await?
+        .ok_or_else(|| tonic::Status::internal("the peer closed the stream without a response"))?;
+    let header = first
+        .response
+        .ok_or_else(|| tonic::Status::internal("the first stream message has no response"))?;
+    let mut body = BytesMut::new();
+    let mut next_seq = 0u64;
+    let mut take = |payload: Option<StreamPayload>| -> Result<(), tonic::Status> {
+        if let Some(p) = payload {
+            if p.seq != next_seq {
+                return Err(tonic::Status::internal(format!(
+                    "payload chunk {} arrived where {next_seq} was expected",
+                    p.seq
+                )));
+            }
+            next_seq += 1;
+            body.extend_from_slice(&p.data);
+        }
+        Ok(())
+    };
+    take(first.payload)?;
+    while let Some(message) = stream.message().await? {
+        take(message.payload)?;
+    }
+    Ok(from_internal(header, Some(body.freeze())))
+}
+
+fn from_internal(response: InternalInvokeResponse, body: Option<Bytes>) -> AppResponse {
+    let status = response.status.unwrap_or_default();
+    let message = response.message.unwrap_or_default();
+    AppResponse {
+        status: status.code,
+        message: status.message,
+        headers: response.headers,
+        trailers: response.trailers,
+        body: body.unwrap_or_else(|| {
+            message
+                .data
+                .map(|d| Bytes::from(d.value))
+                .unwrap_or_default()
+        }),
+        content_type: message.content_type,
+    }
+}
+
+/// The HTTP status of a gRPC code (Dapr's mapping, `HTTPStatusFromCode`).
+pub fn http_status_of_grpc(code: i32) -> u16 {
+    match code {
+        0 => 200,
+        1 => 499,
+        2 => 500,
+        3 => 400,
+        4 => 504,
+        5 => 404,
+        6 => 409,
+        7 => 403,
+        8 => 429,
+        9 => 400,
+        10 => 409,
+        11 => 400,
+        12 => 501,
+        13 => 500,
+        14 => 503,
+        15 => 500,
+        16 => 401,
+        _ => 500,
+    }
+}
+
+/// The gRPC code of an HTTP status (for gRPC callers of HTTP apps).
+pub fn grpc_code_of_http(status: u16) -> tonic::Code {
+    match status {
+        200..=299 => tonic::Code::Ok,
+        400 => tonic::Code::InvalidArgument,
+        401 => tonic::Code::Unauthenticated,
+        403 => tonic::Code::PermissionDenied,
+        404 => tonic::Code::NotFound,
+        409 => tonic::Code::Aborted,
+        429 => tonic::Code::ResourceExhausted,
+        499 => tonic::Code::Cancelled,
+        501 => tonic::Code::Unimplemented,
+        503 => tonic::Code::Unavailable,
+        504 => tonic::Code::DeadlineExceeded,
+        _ => tonic::Code::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_are_normalised() {
+        assert_eq!(normalize_method("a/b/../c").unwrap(), "a/c");
+        assert_eq!(normalize_method("/a//./b/").unwrap(), "a/b/");
+        assert_eq!(normalize_method("../../x").unwrap(), "x");
+        assert!(normalize_method("a#b").is_err());
+        assert!(normalize_method("a\u{0}b").is_err());
+    }
+
+    #[test]
+    fn status_mappings() {
+        assert_eq!(http_status_of_grpc(7), 403);
+        assert_eq!(http_status_of_grpc(0), 200);
+        assert_eq!(grpc_code_of_http(404), tonic::Code::NotFound);
+    }
+}

@@ -1,0 +1,225 @@
+//! The internal server: `dapr.proto.internals.v1.ServiceInvocation` on the internal port, over
+//! mutual TLS when the sidecar has an identity (fails closed until the first certificate),
+//! plaintext h2c otherwise. Each call is checked against the ACL with the caller's SPIFFE id
+//! from its client certificate, then handed to the app.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use daprs_api::SpiffeId;
+use daprs_api::proto::common::{InvokeResponse, StreamPayload};
+use daprs_api::proto::internals::{
+    ApiVersion, InternalInvokeRequest, InternalInvokeRequestStream, InternalInvokeResponse,
+    InternalInvokeResponseStream, Status as InternalStatus,
+    service_invocation_server::{ServiceInvocation, ServiceInvocationServer},
+};
+use futures::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::acl::Decision;
+use super::app::{AppRequest, AppResponse, verb_name};
+use super::{CHUNK_BYTES, Invoker};
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The `ServiceInvocation` implementation.
+#[derive(Clone, Debug)]
+pub struct Internal {
+    invoker: Arc<Invoker>,
+}
+
+impl Internal {
+    pub fn server(invoker: Arc<Invoker>) -> ServiceInvocationServer<Internal> {
+        ServiceInvocationServer::new(Internal { invoker })
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX)
+    }
+
+    fn caller<T>(request: &Request<T>) -> Option<SpiffeId> {
+        let certs = request.peer_certs()?;
+        daprs_api::tls::spiffe_id_of(certs.first()?).ok()
+    }
+
+    async fn handle(
+        &self,
+        caller: Option<SpiffeId>,
+        request: InternalInvokeRequest,
+        body: bytes::Bytes,
+    ) -> Result<AppResponse, Status> {
+        if request.ver != ApiVersion::V1 as i32 {
+            return Err(Status::invalid_argument(format!(
+                "unsupported internal API version {}; expected V1",
+                request.ver
+            )));
+        }
+        let message = request.message.unwrap_or_default();
+        let ext = message.http_extension.unwrap_or_default();
+        let verb = verb_name(ext.verb);
+        let http_app = !matches!(self.invoker.app.protocol().as_str(), "grpc" | "grpcs");
+        let caller_app = request
+            .metadata
+            .get("dapr-caller-app-id")
+            .and_then(|v| v.values.first())
+            .cloned()
+            .unwrap_or_default();
+        self.invoker.metrics.inc(
+            "dapr_runtime_service_invocation_req_recv_total",
+            &[
+                ("src_app_id", caller_app.as_str()),
+                ("method", message.method.as_str()),
+            ],
+        );
+        if self.invoker.acl.is_configured() {
+            let acl_verb = if http_app {
+                Some(verb.unwrap_or("POST"))
+            } else {
+                None
+            };
+            match self
+                .invoker
+                .acl
+                .check(caller.as_ref(), &message.method, acl_verb)
+            {
+                Decision::Allow => {
+                    self.invoker.metrics.inc(
+                        "dapr_runtime_acl_app_policy_action_allowed_total",
+                        &[("src_app_id", caller_app.as_str())],
+                    );
+                }
+                Decision::Deny(why) => {
+                    self.invoker.metrics.inc(
+                        "dapr_runtime_acl_app_policy_action_blocked_total",
+                        &[("src_app_id", caller_app.as_str())],
+                    );
+                    tracing::info!(caller = ?caller.as_ref().map(|c| c.to_string()), method = %message.method, "{why}");
+                    return Err(Status::permission_denied(why));
+                }
+            }
+        }
+        let body = if body.is_empty() {
+            message
+                .data
+                .map(|d| bytes::Bytes::from(d.value))
+                .unwrap_or_default()
+        } else {
+            body
+        };
+        let response = self
+            .invoker
+            .app
+            .call(AppRequest {
+                method: message.method,
+                verb: verb.map(str::to_owned),
+                query: ext.querystring,
+                metadata: request.metadata,
+                body,
+                content_type: message.content_type,
+            })
+            .await;
+        let status = match &response {
+            Ok(r) => r.status.to_string(),
+            Err(_) => "error".into(),
+        };
+        self.invoker.metrics.inc(
+            "dapr_runtime_service_invocation_res_sent_total",
+            &[
+                ("src_app_id", caller_app.as_str()),
+                ("status", status.as_str()),
+            ],
+        );
+        response.map_err(|e| match e {
+            super::app::AppError::Unhealthy => Status::unavailable(e.to_string()),
+            e => Status::internal(e.to_string()),
+        })
+    }
+}
+
+fn response_header(r: &AppResponse, with_data: bool) -> InternalInvokeResponse {
+    InternalInvokeResponse {
+        status: Some(InternalStatus {
+            code: r.status,
+            message: r.message.clone(),
+            details: Vec::new(),
+        }),
+        headers: r.headers.clone(),
+        trailers: r.trailers.clone(),
+        message: Some(InvokeResponse {
+            data: with_data.then(|| prost_types::Any {
+                type_url: String::new(),
+                value: r.body.to_vec(),
+            }),
+            content_type: r.content_type.clone(),
+        }),
+    }
+}
+
+#[tonic::async_trait]
+impl ServiceInvocation for Internal {
+    async fn call_local(
+        &self,
+        request: Request<InternalInvokeRequest>,
+    ) -> Result<Response<InternalInvokeResponse>, Status> {
+        let caller = Self::caller(&request);
+        let response = self
+            .handle(caller, request.into_inner(), bytes::Bytes::new())
+            .await?;
+        Ok(Response::new(response_header(&response, true)))
+    }
+
+    type CallLocalStreamStream = BoxStream<InternalInvokeResponseStream>;
+
+    async fn call_local_stream(
+        &self,
+        request: Request<Streaming<InternalInvokeRequestStream>>,
+    ) -> Result<Response<Self::CallLocalStreamStream>, Status> {
+        let caller = Self::caller(&request);
+        let mut stream = request.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("the stream carried no request"))?;
+        let header = first
+            .request
+            .ok_or_else(|| Status::invalid_argument("the first message carries no request"))?;
+        let mut body = BytesMut::new();
+        let mut next_seq = 0u64;
+        let mut payload = first.payload;
+        loop {
+            if let Some(p) = payload.take() {
+                if p.seq != next_seq {
+                    return Err(Status::invalid_argument(format!(
+                        "payload chunk {} arrived where {next_seq} was expected",
+                        p.seq
+                    )));
+                }
+                next_seq += 1;
+                body.extend_from_slice(&p.data);
+            }
+            match stream.message().await? {
+                Some(m) => payload = m.payload,
+                None => break,
+            }
+        }
+        let response = self.handle(caller, header, body.freeze()).await?;
+        let mut messages = Vec::with_capacity(response.body.len() / CHUNK_BYTES + 1);
+        let mut chunks = response.body.chunks(CHUNK_BYTES).enumerate();
+        messages.push(Ok(InternalInvokeResponseStream {
+            response: Some(response_header(&response, false)),
+            payload: chunks.next().map(|(seq, data)| StreamPayload {
+                data: data.to_vec(),
+                seq: seq as u64,
+            }),
+        }));
+        for (seq, data) in chunks {
+            messages.push(Ok(InternalInvokeResponseStream {
+                response: None,
+                payload: Some(StreamPayload {
+                    data: data.to_vec(),
+                    seq: seq as u64,
+                }),
+            }));
+        }
+        Ok(Response::new(Box::pin(futures::stream::iter(messages))))
+    }
+}
