@@ -22,11 +22,5 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .extern_path(".dapr.proto.common.v1", "crate::proto::common")
         .compile_fds(descriptors)?;
-    // The extern path above keeps prost from generating common.v1 itself: generate it alone.
-    let common = protox::compile(["proto/common.proto"], ["proto"])?;
-    tonic_prost_build::configure()
-        .build_client(false)
-        .build_server(false)
-        .compile_fds(common)?;
     Ok(())
 }
