@@ -40,7 +40,13 @@ impl AppProtocol {
 
 /// `daprd`: the daprs sidecar.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "daprd", version, about = "daprd: the daprs sidecar")]
+// Repeated flags: the last one wins, as with Dapr's Go flags (tools append overrides).
+#[command(
+    name = "daprd",
+    version,
+    about = "daprd: the daprs sidecar",
+    args_override_self = true
+)]
 pub struct Args {
     /// The app id.
     #[arg(long = "app-id", default_value = "")]
@@ -76,7 +82,9 @@ pub struct Args {
     #[arg(
         long = "dapr-listen-addresses",
         value_delimiter = ',',
-        default_value = "0.0.0.0"
+        default_value = "0.0.0.0",
+        value_parser = parse_ip,
+        action = ArgAction::Set
     )]
     pub listen_addresses: Vec<IpAddr>,
     /// Serve Prometheus metrics.
@@ -155,6 +163,14 @@ pub struct Args {
     /// address there and reads the others'. Default `$HOME/.dapr/registry`.
     #[arg(long = "registry-dir", env = "DAPRS_REGISTRY_DIR")]
     pub registry_dir: Option<PathBuf>,
+    /// The program itself, when a container's args repeat it before the flags (`/daprd
+    /// --app-id ...`, as Dapr's injector writes them, with an image whose entrypoint is
+    /// daprd); any other positional argument is refused.
+    #[arg(hide = true, value_name = "DAPRD")]
+    pub entrypoint: Option<PathBuf>,
+    /// Do not load the built-in `kubernetes` secret store (kubernetes mode).
+    #[arg(long = "disable-builtin-k8s-secret-store", default_value = "false", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set)]
+    pub disable_builtin_k8s_secret_store: bool,
     #[command(flatten)]
     pub log: LogArgs,
     #[command(flatten)]
@@ -194,8 +210,6 @@ pub struct Unsupported {
     pub profile_port: Option<String>,
     #[arg(long = "log-file", hide = true)]
     pub log_file: Option<String>,
-    #[arg(long = "disable-builtin-k8s-secret-store", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub disable_builtin_k8s_secret_store: Option<String>,
     #[arg(long = "disable-init-endpoints", hide = true)]
     pub disable_init_endpoints: Option<String>,
     #[arg(long = "app-binding-options-timeout", hide = true)]
@@ -233,7 +247,6 @@ impl Unsupported {
             enable_profiling,
             profile_port,
             log_file,
-            disable_builtin_k8s_secret_store,
             disable_init_endpoints,
             app_binding_options_timeout,
             actors_disseminate_timeout,
@@ -265,10 +278,6 @@ impl Unsupported {
             ("--enable-profiling", enable_profiling),
             ("--profile-port", profile_port),
             ("--log-file", log_file),
-            (
-                "--disable-builtin-k8s-secret-store",
-                disable_builtin_k8s_secret_store,
-            ),
             ("--disable-init-endpoints", disable_init_endpoints),
             ("--app-binding-options-timeout", app_binding_options_timeout),
             ("--actors-disseminate-timeout", actors_disseminate_timeout),
@@ -377,11 +386,38 @@ impl Args {
         if self.needs_identity() && self.app_id.is_empty() {
             return Err("mutual TLS needs --app-id: the certificate names the app".into());
         }
+        if self.mode == Mode::Kubernetes
+            && self
+                .control_plane_address
+                .as_deref()
+                .is_none_or(str::is_empty)
+        {
+            return Err("--mode kubernetes needs --control-plane-address: the operator's address, e.g. dapr-api.dapr-system.svc.cluster.local:443".into());
+        }
+        if let Some(program) = &self.entrypoint
+            && program.file_name().is_none_or(|n| n != "daprd")
+        {
+            return Err(format!(
+                "unexpected argument {:?}: daprd takes only flags",
+                program.display().to_string()
+            ));
+        }
         if self.listen_addresses.is_empty() {
             return Err("--dapr-listen-addresses must name at least one address".into());
         }
         Ok(())
     }
+}
+
+/// Parses an IP address, IPv6 with or without brackets (`[::1]`, as Dapr's injector passes it).
+pub fn parse_ip(value: &str) -> Result<IpAddr, String> {
+    let bare = value
+        .trim()
+        .strip_prefix('[')
+        .and_then(|v| v.strip_suffix(']'))
+        .unwrap_or(value.trim());
+    bare.parse()
+        .map_err(|_| format!("{value:?} is not an IP address; use e.g. 127.0.0.1 or [::1]"))
 }
 
 fn env_nonempty(name: &str) -> Option<String> {
@@ -491,6 +527,20 @@ mod tests {
         assert!(a.validate().unwrap_err().contains("--sentry-address"));
         let a = parse(&["--app-id", "a", "--mode", "kubernetes"]).unwrap();
         assert!(a.validate().unwrap_err().contains("--sentry-address"));
+        let a = parse(&[
+            "--app-id",
+            "a",
+            "--mode",
+            "kubernetes",
+            "--sentry-address",
+            "s:443",
+        ])
+        .unwrap();
+        assert!(
+            a.validate()
+                .unwrap_err()
+                .contains("--control-plane-address")
+        );
     }
 
     #[test]
@@ -508,6 +558,45 @@ mod tests {
         );
         let a = parse(&["--app-id", "x", "--dapr-internal-grpc-port", "50002"]).unwrap();
         assert_eq!(a.internal_port(), 50002);
+    }
+
+    #[test]
+    fn the_injectors_command_line_parses_and_later_flags_win() {
+        let a = parse(&[
+            "/daprd",
+            "--mode",
+            "kubernetes",
+            "--dapr-listen-addresses",
+            "[::1],127.0.0.1",
+            "--control-plane-address",
+            "dapr-api.dapr-system.svc.cluster.local:443",
+            "--control-plane-namespace",
+            "dapr-system",
+            "--dapr-http-port",
+            "3500",
+            "--dapr-http-port",
+            "3600",
+        ])
+        .unwrap();
+        assert_eq!(a.mode, Mode::Kubernetes);
+        assert_eq!(
+            a.listen_addresses,
+            ["::1".parse::<IpAddr>().unwrap(), [127, 0, 0, 1].into()]
+        );
+        assert_eq!(a.http_port, 3600);
+        let again = parse(&[
+            "--dapr-listen-addresses",
+            "[::1],127.0.0.1",
+            "--dapr-listen-addresses",
+            "127.0.0.1",
+        ])
+        .unwrap();
+        assert_eq!(again.listen_addresses, [IpAddr::from([127, 0, 0, 1])]);
+        assert_eq!(a.control_plane_namespace(), "dapr-system");
+        assert!(!a.disable_builtin_k8s_secret_store);
+        assert!(parse_ip("[::1").is_err());
+        let a = parse(&["/bin/sh", "--app-id", "x"]).unwrap();
+        assert!(a.validate().unwrap_err().contains("/bin/sh"));
     }
 
     #[test]

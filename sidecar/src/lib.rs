@@ -7,6 +7,7 @@
 //! - [`api`]: the protocol-independent operations; [`http`] and [`grpc`] are the front ends.
 //! - [`reload`]: hot reload of changed components without a gap.
 //! - [`identity`]: the workload certificate from sentry (mutual TLS).
+//! - [`kubernetes`]: kubernetes mode: resources from the operator.
 
 #![forbid(unsafe_code)]
 
@@ -19,6 +20,7 @@ pub mod grpc;
 pub mod http;
 pub mod identity;
 pub mod invoke;
+pub mod kubernetes;
 pub mod metrics;
 pub mod reload;
 pub mod runtime;
@@ -37,7 +39,7 @@ use tower::Layer;
 use crate::components::ComponentError;
 use crate::components::manifest::{Scope, load_components, load_configuration};
 use crate::components::registry::Registry;
-use crate::config::Args;
+use crate::config::{Args, Mode};
 use crate::runtime::{AppConnection, AppHealth, Runtime, Settings};
 
 /// How long a shutdown waits, once nothing is in flight, for connections to close by
@@ -62,6 +64,18 @@ pub enum Error {
     Identity(#[from] identity::IdentityError),
     #[error("graceful shutdown timeout exceeded ({0:?})")]
     ShutdownTimeout(Duration),
+    #[error("kubernetes mode: {0}")]
+    Kubernetes(#[source] kubernetes::Error),
+}
+
+impl From<kubernetes::Error> for Error {
+    fn from(error: kubernetes::Error) -> Self {
+        match error {
+            kubernetes::Error::Config(message) => Error::Config(message),
+            kubernetes::Error::Components(error) => Error::Components(error),
+            other => Error::Kubernetes(other),
+        }
+    }
 }
 
 /// A started sidecar: where it listens, and the handle to stop it.
@@ -77,6 +91,9 @@ pub struct Running {
     grace: Duration,
     servers: JoinSet<()>,
     reloader: Option<reload::Watcher>,
+    /// Kubernetes mode: the operator connection and the resources it serves.
+    pub kubernetes: Option<Arc<kubernetes::Sync>>,
+    operator_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Error> {
@@ -94,6 +111,13 @@ pub async fn start(args: Args) -> Result<Running, Error> {
             "flag accepted but not supported yet; it has no effect"
         );
     }
+    if args.mode == Mode::Standalone && args.control_plane_address.is_some() {
+        tracing::warn!(
+            flag = "--control-plane-address",
+            mode = "standalone",
+            "flag accepted but not supported yet; it has no effect"
+        );
+    }
     args.validate().map_err(Error::Config)?;
     let namespace = std::env::var(daprs_api::names::ENV_NAMESPACE)
         .ok()
@@ -101,7 +125,6 @@ pub async fn start(args: Args) -> Result<Running, Error> {
     let api_token = std::env::var("DAPR_API_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
-    let configuration = load_configuration(&args.config)?;
     let app = AppConnection {
         port: args.app_port,
         protocol: args.app_protocol.name().to_owned(),
@@ -138,6 +161,19 @@ pub async fn start(args: Args) -> Result<Running, Error> {
         )?)
     } else {
         None
+    };
+    let kept = Arc::new(kubernetes::resources::KeptResources::default());
+    let (configuration, operator) = match (&identity, args.mode) {
+        (Some(identity), Mode::Kubernetes) => {
+            let (configuration, client) = kubernetes_boot(&args, identity, &kept).await?;
+            (configuration, Some(client))
+        }
+        _ => (load_configuration(&args.config)?, None),
+    };
+    let resources_path = if operator.is_some() {
+        Vec::new()
+    } else {
+        args.resources_path.clone()
     };
     let resolver = match args.mode {
         config::Mode::Kubernetes => {
@@ -193,20 +229,35 @@ pub async fn start(args: Args) -> Result<Running, Error> {
             namespace: namespace.clone(),
             configuration,
             app,
-            resources_path: args.resources_path.clone(),
+            resources_path,
             api_token: api_token.clone(),
             max_body_bytes: args.max_body_size,
         },
-        Registry::builtin(),
+        registry(),
     );
-    let manifests = load_components(
-        &args.resources_path,
-        &Scope {
-            app_id: &args.app_id,
-            namespace: namespace.as_deref(),
-        },
-    )?;
-    rt.load(manifests).await?;
+    let sync = match operator {
+        Some(client) => {
+            let builtin = if args.disable_builtin_k8s_secret_store {
+                Vec::new()
+            } else {
+                vec![secrets::kubernetes::builtin_manifest()]
+            };
+            let sync = kubernetes::Sync::new(rt.clone(), client, builtin, kept);
+            sync.initial_load().await?;
+            Some(sync)
+        }
+        None => {
+            let manifests = load_components(
+                &args.resources_path,
+                &Scope {
+                    app_id: &args.app_id,
+                    namespace: namespace.as_deref(),
+                },
+            )?;
+            rt.load(manifests).await?;
+            None
+        }
+    };
 
     let mut servers = JoinSet::new();
     let mut grpc_addrs = Vec::new();
@@ -300,7 +351,8 @@ pub async fn start(args: Args) -> Result<Running, Error> {
     } else {
         None
     };
-    let reloader = if args.hot_reload && !args.resources_path.is_empty() {
+    let operator_task = sync.clone().map(|sync| tokio::spawn(sync.run()));
+    let reloader = if args.hot_reload && !rt.resources_path.is_empty() {
         match reload::Watcher::start(rt.clone()) {
             Ok(w) => Some(w),
             Err(error) => {
@@ -348,7 +400,69 @@ pub async fn start(args: Args) -> Result<Running, Error> {
         grace: args.grace_period(),
         servers,
         reloader,
+        kubernetes: sync,
+        operator_task,
     })
+}
+
+/// Every component type daprd knows.
+pub fn registry() -> Registry {
+    let mut registry = Registry::builtin();
+    secrets::kubernetes::register(&mut registry);
+    registry
+}
+
+/// Kubernetes mode up to the component load: the first certificate from sentry, the operator
+/// client and the app's Configuration.
+async fn kubernetes_boot(
+    args: &Args,
+    identity: &identity::Identity,
+    kept: &kubernetes::resources::KeptResources,
+) -> Result<
+    (
+        daprs_api::crd::ConfigurationSpec,
+        kubernetes::OperatorClient,
+    ),
+    Error,
+> {
+    if !args.resources_path.is_empty() {
+        tracing::warn!(
+            flag = "--resources-path",
+            "ignored in kubernetes mode: components come from the operator"
+        );
+    }
+    if std::env::var(daprs_api::names::ENV_NAMESPACE)
+        .ok()
+        .filter(|n| !n.is_empty())
+        .is_none()
+    {
+        return Err(Error::Config(format!(
+            "{} is not set: kubernetes mode needs the pod's namespace (the injector sets it)",
+            daprs_api::names::ENV_NAMESPACE
+        )));
+    }
+    // Dapr waits for the certificate before it talks to the operator (always mutual TLS).
+    identity.ready().await;
+    let client = kubernetes::OperatorClient::new(
+        &kubernetes::OperatorTarget {
+            address: args.control_plane_address.clone().unwrap_or_default(),
+            control_plane_trust_domain: identity.control_plane_trust_domain().to_owned(),
+            control_plane_namespace: identity.control_plane_namespace().to_owned(),
+        },
+        identity.anchors().clone(),
+        (**identity.svid()).clone(),
+        identity.namespace(),
+    )?;
+    // In Kubernetes --config names a Configuration; only the first is used, as in Dapr.
+    let name = args
+        .config
+        .first()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (configuration, raw) = kubernetes::fetch_configuration(&client, &name).await?;
+    kept.set_configuration(raw);
+    tracing::info!(id = ?identity.spiffe_id(), configuration = %name, "connected to the operator");
+    Ok((configuration, client))
 }
 
 /// Binds and serves the internal API (mutual TLS with an identity, h2c without) and announces
@@ -466,6 +580,9 @@ impl Running {
         self.runtime.stopped().await;
         tracing::info!(grace = ?self.grace, "shutting down");
         drop(self.reloader.take());
+        if let Some(task) = self.operator_task.take() {
+            task.abort();
+        }
         if let Some(file) = self.registered.take() {
             invoke::resolve::unregister(&file);
         }

@@ -115,11 +115,20 @@ pub async fn reconcile(rt: &Runtime) -> Outcome {
             return outcome;
         }
     };
+    apply(rt, manifests, &[]).await
+}
+
+/// Makes `manifests` the component set: new and changed components are built and
+/// health-checked beside the live ones, components absent from `manifests` are removed
+/// (except those named in `keep`), unchanged ones are left alone; then the table is swapped
+/// in one step. Used by the file watcher and by kubernetes mode's operator streams.
+pub async fn apply(rt: &Runtime, manifests: Vec<Manifest>, keep: &[&str]) -> Outcome {
+    let mut outcome = Outcome::default();
     let current = rt.table.snapshot();
     let mut next = (*current).clone();
     let wanted: Vec<&str> = manifests.iter().map(|m| m.name.as_str()).collect();
     for old in current.manifests() {
-        if !wanted.contains(&old.name.as_str()) {
+        if !wanted.contains(&old.name.as_str()) && !keep.contains(&old.name.as_str()) {
             next.state.remove(&old.name);
             next.secrets.remove(&old.name);
             outcome.removed.push(old.name.clone());

@@ -176,9 +176,29 @@ impl Runtime {
     /// Builds every manifest (secret stores first, so `secretKeyRef`s resolve) and installs the
     /// set. A failure stops start-up unless the component has `ignoreErrors`.
     pub async fn load(&self, manifests: Vec<Manifest>) -> Result<(), ComponentError> {
+        self.load_reporting(manifests, &mut Vec::new()).await
+    }
+
+    /// [`Runtime::load`], recording each component's result in `results` (name, error) in
+    /// load order, so a caller can report them (kubernetes mode tells the operator) even when
+    /// the load fails as a whole.
+    pub async fn load_reporting(
+        &self,
+        manifests: Vec<Manifest>,
+        results: &mut Vec<(String, Result<(), String>)>,
+    ) -> Result<(), ComponentError> {
         for m in &manifests {
-            self.registry.knows(m)?;
+            if let Err(error) = self.registry.knows(m) {
+                results.push((m.name.clone(), Err(error.to_string())));
+                if !m.fields.spec.ignore_errors {
+                    return Err(error);
+                }
+            }
         }
+        let manifests: Vec<Manifest> = manifests
+            .into_iter()
+            .filter(|m| self.registry.knows(m).is_ok())
+            .collect();
         let (secrets, others): (Vec<_>, Vec<_>) = manifests
             .into_iter()
             .partition(|m| m.type_().starts_with("secretstores."));
@@ -197,9 +217,11 @@ impl Runtime {
                         elapsed_ms = started.elapsed().as_millis() as u64,
                         "component loaded"
                     );
+                    results.push((manifest.name.clone(), Ok(())));
                     loaded.insert(Arc::new(manifest), instance, prefix);
                 }
                 Err(error) => {
+                    results.push((manifest.name.clone(), Err(error.to_string())));
                     self.metrics.inc(
                         "dapr_runtime_component_init_fail_total",
                         &[("type", manifest.type_()), ("reason", "init")],

@@ -1,6 +1,8 @@
-//! The secrets building block: the [`SecretStore`] contract, the local stores and the secret
+//! The secrets building block: the [`SecretStore`] contract, the local stores, the built-in
+//! `kubernetes` store and the secret
 //! scopes of Configuration `spec.secrets.scopes`.
 
+pub mod kubernetes;
 pub mod local_env;
 pub mod local_file;
 

@@ -1,0 +1,680 @@
+//! daprd in kubernetes mode on the real API server: a pod admitted by the injector is run by
+//! the harness as a `daprd` process with its pod-bound token. It gets its certificate from
+//! sentry (kubernetes mode: TokenReview), its components from the operator (its own
+//! ServiceAccount and RBAC), picks up a `kubectl apply`-ed Component change without a restart
+//! (a state round trip through a real `redis-server` started here), and the Component's
+//! status shows it loaded.
+//!
+//! The operator runs in this process, so its sentry token would have to be a file at a fixed
+//! path: it gets its certificate instead from a second sentry (standalone, insecure) that
+//! signs with the same CA, read from the trust bundle the first one created. The pod is a
+//! bare Pod (no `<app-id>-dapr` Service), so the test publishes the `dapr-trust-bundle`
+//! ConfigMap copy the operator publishes for Deployments.
+//!
+//! Needs `target/<profile>/daprd` (`cargo test --workspace` builds it; else
+//! `cargo build -p daprs-sidecar --bin daprd`) and `redis-server` (scripts/sidecar-deps.sh).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use daprs_e2e::{Cluster, TempNs};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::{Value, json};
+
+const CP_TD: &str = "cluster.local";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `target/<profile>/daprd` beside this test binary (or `$DAPRD`).
+fn daprd_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("DAPRD") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join("daprd");
+    assert!(
+        path.is_file(),
+        "{} does not exist: build it with `cargo build -p daprs-sidecar --bin daprd` (cargo test --workspace builds it)",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn kubectl_raw(
+    cluster: &Cluster,
+    args: &[&str],
+    stdin: Option<String>,
+) -> (bool, String, String) {
+    let mut cmd = tokio::process::Command::from(cluster.kubectl());
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("kubectl runs");
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        use tokio::io::AsyncWriteExt;
+        input.write_all(text.as_bytes()).await.unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().await.unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn kubectl(cluster: &Cluster, args: &[&str], stdin: Option<String>) -> String {
+    let (ok, out, err) = kubectl_raw(cluster, args, stdin).await;
+    assert!(ok, "kubectl {args:?}: {err}");
+    out
+}
+
+async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+struct Redis {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn redis() -> Redis {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let child = std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--dir"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server is missing: run scripts/sidecar-deps.sh");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Redis {
+        child,
+        port,
+        _dir: dir,
+    }
+}
+
+fn redis_exists(port: u16, key: &str) -> bool {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "EXISTS", key])
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout).trim() == "1"
+}
+
+async fn wait_healthy(url: &str, secs: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if reqwest::get(url)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+fn statestore(spec_metadata: Value, type_: &str) -> String {
+    json!({
+        "apiVersion": "dapr.io/v1alpha1", "kind": "Component",
+        "metadata": {"name": "statestore"},
+        "spec": {"type": type_, "version": "v1", "metadata": spec_metadata}
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_injected_pod_runs_daprd_with_components_from_the_operator() {
+    daprs_api::tls::install_default_provider();
+    let daprd = daprd_binary();
+    let redis = redis();
+    let cluster = Cluster::shared().await;
+    kubectl(
+        cluster,
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            repo().join("crds").to_str().unwrap(),
+        ],
+        None,
+    )
+    .await;
+    kubectl(
+        cluster,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd",
+            "-l",
+            "app.kubernetes.io/part-of=dapr",
+        ],
+        None,
+    )
+    .await;
+    let cp = TempNs::create(cluster.connection()).await.unwrap();
+    let apps = TempNs::create(cluster.connection()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    // sentry, kubernetes mode, as its own ServiceAccount: validates pod-bound tokens.
+    let sentry_role = format!("daprs-sentry-{}", cp.name());
+    kubectl(
+        cluster,
+        &["apply", "-f", "-"],
+        Some(
+            include_str!("../fixtures/sentry-rbac.yaml")
+                .replace("CLUSTER_ROLE", &sentry_role)
+                .replace("NAMESPACE", cp.name()),
+        ),
+    )
+    .await;
+    let sentry_client = cp.client_for_service_account("dapr-sentry").await.unwrap();
+    let reviews: Api<k8s_openapi::api::authentication::v1::TokenReview> =
+        Api::all(sentry_client.clone());
+    eventually(30, "sentry's RBAC", || {
+        let reviews = reviews.clone();
+        async move {
+            let probe: k8s_openapi::api::authentication::v1::TokenReview =
+                serde_json::from_value(json!({"spec": {"token": "x"}})).unwrap();
+            reviews
+                .create(&PostParams::default(), &probe)
+                .await
+                .ok()
+                .map(|_| ())
+        }
+    })
+    .await;
+    let sentry = daprs_sentry::start_in(
+        daprs_sentry::config::Args::parse_from([
+            "sentry",
+            "--mode",
+            "kubernetes",
+            "--trust-domain",
+            CP_TD,
+            "--listen-address",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--healthz-listen-address",
+            "127.0.0.1",
+            "--healthz-port",
+            "0",
+            "--enable-metrics=false",
+        ]),
+        daprs_sentry::Environment {
+            namespace: cp.name().to_owned(),
+            client: Some(sentry_client),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        wait_healthy(&format!("http://{}/healthz", sentry.healthz_addr), 30).await,
+        "sentry did not become ready"
+    );
+
+    // The operator's sentry: standalone, the same CA (from the trust bundle sentry created).
+    let secrets: Api<Secret> = Api::namespaced(cluster.client(), cp.name());
+    let bundle = secrets
+        .get("dapr-trust-bundle")
+        .await
+        .unwrap()
+        .data
+        .unwrap();
+    let creds = dir.path().join("creds");
+    std::fs::create_dir_all(&creds).unwrap();
+    for key in ["ca.crt", "issuer.crt", "issuer.key"] {
+        std::fs::write(creds.join(key), &bundle[key].0).unwrap();
+    }
+    let anchors = String::from_utf8(bundle["ca.crt"].0.clone()).unwrap();
+    let operator_sentry = daprs_sentry::start_in(
+        daprs_sentry::config::Args::parse_from([
+            "sentry",
+            "--issuer-credentials",
+            creds.to_str().unwrap(),
+            "--trust-domain",
+            CP_TD,
+            "--listen-address",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--healthz-listen-address",
+            "127.0.0.1",
+            "--healthz-port",
+            "0",
+            "--enable-metrics=false",
+        ]),
+        daprs_sentry::Environment {
+            namespace: cp.name().to_owned(),
+            client: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        wait_healthy(
+            &format!("http://{}/healthz", operator_sentry.healthz_addr),
+            30
+        )
+        .await
+    );
+
+    // The operator, as its own ServiceAccount with the chart's RBAC.
+    cp.accepts(&json!({
+        "apiVersion": "dapr.io/v1alpha1", "kind": "Configuration",
+        "metadata": {"name": "daprsystem"},
+        "spec": {"mtls": {"enabled": true, "controlPlaneTrustDomain": CP_TD,
+                          "sentryAddress": operator_sentry.grpc_addr.to_string()}}
+    }))
+    .await;
+    let operator_role = format!("daprs-operator-{}", cp.name());
+    kubectl(
+        cluster,
+        &["apply", "-f", "-"],
+        Some(
+            include_str!("../fixtures/operator-rbac.yaml")
+                .replace("CLUSTER_ROLE", &operator_role)
+                .replace("NAMESPACE", cp.name()),
+        ),
+    )
+    .await;
+    let operator_client = cp
+        .client_for_service_account("dapr-operator")
+        .await
+        .unwrap();
+    let probe: Api<daprs_api::crd::Component> =
+        Api::namespaced(operator_client.clone(), apps.name());
+    eventually(30, "the operator's RBAC", || {
+        let probe = probe.clone();
+        async move { probe.list(&Default::default()).await.ok().map(|_| ()) }
+    })
+    .await;
+    let anchors_file = creds.join("ca.crt");
+    let webhook_tls = dir.path().join("webhook-tls");
+    std::fs::create_dir_all(&webhook_tls).unwrap();
+    let cert = cluster
+        .issue_certificate("dapr-webhook", &["127.0.0.1"])
+        .unwrap();
+    std::fs::write(webhook_tls.join("tls.crt"), &cert.cert_pem).unwrap();
+    std::fs::write(webhook_tls.join("tls.key"), &cert.key_pem).unwrap();
+    std::fs::write(webhook_tls.join("ca.crt"), cluster.connection().ca_pem()).unwrap();
+    let webhook_port = free_port().to_string();
+    let operator = daprs_operator::start_in(
+        daprs_operator::config::Args::parse_from([
+            "operator",
+            "--listen-address",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--healthz-listen-address",
+            "127.0.0.1",
+            "--healthz-port",
+            "0",
+            "--metrics-listen-address",
+            "127.0.0.1",
+            "--metrics-port",
+            "0",
+            "--webhook-server-listen-address",
+            "127.0.0.1",
+            "--webhook-server-port",
+            &webhook_port,
+            "--webhook-tls-dir",
+            webhook_tls.to_str().unwrap(),
+            "--trust-anchors-file",
+            anchors_file.to_str().unwrap(),
+            "--watch-namespace",
+            apps.name(),
+            "--disable-crd-apply",
+            "--disable-leader-election",
+        ]),
+        daprs_operator::Environment {
+            namespace: cp.name().to_owned(),
+            client: operator_client,
+            identity: format!("operator-{}", cp.name()),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        wait_healthy(&format!("http://{}/healthz", operator.healthz_addr), 60).await,
+        "the operator did not become ready"
+    );
+
+    // The injector, its webhook registered for the apps namespace.
+    let injector_dir = dir.path().join("injector");
+    std::fs::create_dir_all(&injector_dir).unwrap();
+    let cert = cluster
+        .issue_certificate("injector", &["127.0.0.1"])
+        .unwrap();
+    std::fs::write(injector_dir.join("tls.crt"), &cert.cert_pem).unwrap();
+    std::fs::write(injector_dir.join("tls.key"), &cert.key_pem).unwrap();
+    std::fs::write(injector_dir.join("anchors.pem"), &anchors).unwrap();
+    let injector = daprs_injector::start(daprs_injector::config::Args::parse_from([
+        "injector",
+        "--port",
+        "0",
+        "--healthz-port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--listen-address",
+        "127.0.0.1",
+        "--healthz-listen-address",
+        "127.0.0.1",
+        "--metrics-listen-address",
+        "127.0.0.1",
+        "--sidecar-image",
+        "ghcr.io/daprs/daprd:e2e",
+        "--kube-cluster-domain",
+        "cluster.local",
+        "--mode",
+        "standalone",
+        "--namespace",
+        cp.name(),
+        "--control-plane-trust-domain",
+        CP_TD,
+        "--trust-anchors-file",
+        injector_dir.join("anchors.pem").to_str().unwrap(),
+        "--tls-cert-file",
+        injector_dir.join("tls.crt").to_str().unwrap(),
+        "--tls-key-file",
+        injector_dir.join("tls.key").to_str().unwrap(),
+    ]))
+    .await
+    .unwrap();
+    while injector.live.trust_anchors().is_none() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    use base64::Engine;
+    let webhook_name = format!("{}-injector", apps.name());
+    apps.accepts(&json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": webhook_name},
+        "webhooks": [{
+            "name": "sidecar-injector.dapr.io",
+            "clientConfig": {"url": format!("https://{}/mutate", injector.webhook_addr),
+                             "caBundle": base64::engine::general_purpose::STANDARD.encode(cluster.connection().ca_pem())},
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": apps.name()}},
+            "failurePolicy": "Fail", "sideEffects": "None",
+            "admissionReviewVersions": ["v1"], "reinvocationPolicy": "IfNeeded", "timeoutSeconds": 5
+        }]
+    }))
+    .await;
+
+    // What the operator publishes for Deployments' namespaces (see the module docs).
+    apps.accepts(&json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "dapr-trust-bundle"}, "data": {"ca.crt": anchors}
+    }))
+    .await;
+    // The app's component: in memory first.
+    kubectl(
+        cluster,
+        &["apply", "-n", apps.name(), "-f", "-"],
+        Some(statestore(json!([]), "state.in-memory")),
+    )
+    .await;
+
+    // A pod, admitted with daprd (retrying until the webhook configuration is in effect).
+    let pods: Api<Pod> = Api::namespaced(cluster.client(), apps.name());
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "orders", "annotations": {"dapr.io/enabled": "true", "dapr.io/app-id": "orders"}},
+        "spec": {"containers": [{"name": "app", "image": "example.invalid/orders:1"}]}
+    }))
+    .unwrap();
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    eventually(20, "the injector's webhook", || {
+        let (pods, pod, dry_run) = (pods.clone(), pod.clone(), dry_run.clone());
+        async move {
+            let created = pods.create(&dry_run, &pod).await.ok()?;
+            created
+                .spec?
+                .containers
+                .iter()
+                .any(|c| c.name == "daprd")
+                .then_some(())
+        }
+    })
+    .await;
+    let admitted = pods.create(&PostParams::default(), &pod).await.unwrap();
+
+    // The harness runs the daprd container with its pod-bound token.
+    // Five distinct free ports (held together, so none is handed out twice).
+    let held: Vec<_> = (0..5)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let ports: Vec<u16> = held
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
+    drop(held);
+    let (http, grpc, internal, public, metrics) =
+        (ports[0], ports[1], ports[2], ports[3], ports[4]);
+    let mut process = apps
+        .run_pod(&admitted, &daprd)
+        .container("daprd")
+        .map_address(
+            format!("dapr-sentry.{}.svc.cluster.local:443", cp.name()),
+            sentry.grpc_addr.to_string(),
+        )
+        .map_address(
+            format!("dapr-api.{}.svc.cluster.local:443", cp.name()),
+            operator.grpc_addr.to_string(),
+        )
+        .env(
+            "DAPR_SENTRY_TOKEN_FILE",
+            "/var/run/secrets/dapr.io/sentrytoken/token",
+        )
+        .env("RUST_LOG", "info")
+        .arg("--dapr-listen-addresses")
+        .arg("127.0.0.1")
+        .arg("--dapr-http-port")
+        .arg(http.to_string())
+        .arg("--dapr-grpc-port")
+        .arg(grpc.to_string())
+        .arg("--dapr-internal-grpc-port")
+        .arg(internal.to_string())
+        .arg("--dapr-internal-grpc-listen-address")
+        .arg("127.0.0.1")
+        .arg("--dapr-public-port")
+        .arg(public.to_string())
+        .arg("--dapr-public-listen-address")
+        .arg("127.0.0.1")
+        .arg("--metrics-port")
+        .arg(metrics.to_string())
+        .arg("--metrics-listen-address")
+        .arg("127.0.0.1")
+        .start()
+        .await
+        .unwrap();
+    let base = format!("http://127.0.0.1:{http}");
+    if !wait_healthy(&format!("{base}/v1.0/healthz"), 60).await {
+        panic!("daprd did not become ready:\n{}", process.logs());
+    }
+    let logs = process.logs();
+    let own_id = format!("spiffe://public/ns/{}/orders", apps.name());
+    assert!(
+        logs.contains(&own_id),
+        "the certificate from sentry ({own_id}):\n{logs}"
+    );
+
+    let client = reqwest::Client::new();
+    let save = |key: &'static str| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            client
+                .post(format!("{base}/v1.0/state/statestore"))
+                .json(&json!([{"key": key, "value": {"n": key}}]))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(save("k1").await, 204);
+
+    // kubectl apply: the same Component, now Redis; picked up without a restart.
+    kubectl(
+        cluster,
+        &["apply", "-n", apps.name(), "-f", "-"],
+        Some(statestore(
+            json!([{"name": "redisHost", "value": format!("127.0.0.1:{}", redis.port)}]),
+            "state.redis",
+        )),
+    )
+    .await;
+    eventually(30, "the Redis store in daprd", || {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let meta: Value = client
+                .get(format!("{base}/v1.0/metadata"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            meta["components"]
+                .as_array()?
+                .iter()
+                .any(|c| c["name"] == "statestore" && c["type"] == "state.redis")
+                .then_some(())
+        }
+    })
+    .await;
+    assert_eq!(save("k2").await, 204);
+    assert!(redis_exists(redis.port, "orders||k2"), "saved in Redis");
+    let got = client
+        .get(format!("{base}/v1.0/state/statestore/k2"))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(got, json!({"n": "k2"}));
+    assert!(
+        process.child().try_wait().unwrap().is_none(),
+        "daprd never restarted"
+    );
+
+    // The Component's status: loaded by this app, at its current generation.
+    let table = eventually(30, "READY True, LOADED 1", || async {
+        let out = kubectl(
+            cluster,
+            &[
+                "get",
+                "components",
+                "statestore",
+                "-n",
+                apps.name(),
+                "--no-headers",
+            ],
+            None,
+        )
+        .await;
+        let cols: Vec<_> = out.split_whitespace().collect();
+        (cols.get(2) == Some(&"True") && cols.get(3) == Some(&"1")).then_some(out)
+    })
+    .await;
+    assert!(table.contains("state.redis"), "{table}");
+    let component = kubectl(
+        cluster,
+        &[
+            "get",
+            "components",
+            "statestore",
+            "-n",
+            apps.name(),
+            "-o",
+            "json",
+        ],
+        None,
+    )
+    .await;
+    let component: Value = serde_json::from_str(&component).unwrap();
+    assert_eq!(
+        component["status"]["apps"][0]["appId"], "orders",
+        "{component}"
+    );
+    assert_eq!(
+        component["status"]["apps"][0]["observedGeneration"], component["metadata"]["generation"],
+        "{component}"
+    );
+
+    process.stop().await;
+    operator.stop().await.unwrap();
+    injector.stop().await;
+    sentry.stop().await.unwrap();
+    operator_sentry.stop().await.unwrap();
+    let _ = kubectl_raw(
+        cluster,
+        &["delete", "mutatingwebhookconfiguration", &webhook_name],
+        None,
+    )
+    .await;
+    let _ = kubectl_raw(
+        cluster,
+        &[
+            "delete",
+            "clusterrole,clusterrolebinding",
+            &sentry_role,
+            &operator_role,
+            "--ignore-not-found",
+        ],
+        None,
+    )
+    .await;
+}
