@@ -7,6 +7,9 @@
 //! cargo bench -p daprs-operator --bench streams            # STREAMS=1000 ROUNDS=20 by default
 //! ```
 //!
+//! `DAPRS_OPERATOR_WRAPPER="heaptrack -o /tmp/opheap"` runs the operator under a profiler (the
+//! RSS figures are then the wrapper's unless it execs, as `env` does).
+//!
 //! Each round changes one metadata value of a Component all streams may see, once with a
 //! server-side apply through the API (the write's own latency included) and once with
 //! `kubectl apply` (process start included), and waits until every stream has the new value.
@@ -169,7 +172,21 @@ async fn main() {
         .write_kubeconfig_with_token(&token, &kubeconfig)
         .unwrap();
     let (grpc_port, healthz_port) = (free_port(), free_port());
-    let mut operator = std::process::Command::new(env!("CARGO_BIN_EXE_operator"))
+    // DAPRS_OPERATOR_WRAPPER="heaptrack -o /tmp/operator" runs the operator under a profiler
+    // (the RSS figures are then the wrapper's, not the operator's).
+    let wrapper = std::env::var("DAPRS_OPERATOR_WRAPPER").unwrap_or_default();
+    let mut wrapper = wrapper.split_whitespace();
+    let mut command = match wrapper.next() {
+        Some(program) => {
+            let mut command = std::process::Command::new(program);
+            command.args(wrapper).arg(env!("CARGO_BIN_EXE_operator"));
+            command
+        }
+        None => std::process::Command::new(env!("CARGO_BIN_EXE_operator")),
+    };
+    // Its own process group, so that a wrapper's child is stopped with it.
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let mut operator = command
         .args([
             "--listen-address",
             "127.0.0.1",
@@ -347,6 +364,14 @@ async fn main() {
         "operator RSS: idle {} KiB, {streams} streams {} KiB, after rounds {} KiB (peak {} KiB)",
         idle.0, connected.0, end.0, end.1
     );
+    // SIGTERM to the group: the operator drains and exits (and a profiler writes its data).
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &format!("-{pid}")])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while operator.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let _ = operator.kill();
     let _ = operator.wait();
     run(cluster.kubectl().args([
