@@ -1,0 +1,266 @@
+//! Service-invocation benchmark (`cargo bench -p daprs-sidecar --bench invoke`), Dapr's
+//! perf-test shape: a fixed 1,000 requests/s of 1 KB POSTs over 16 connections, open loop
+//! (latency counted from each request's scheduled time, so a stall is not hidden), first
+//! straight to the app, then app -> daprd -> mTLS -> daprd -> app, in the same run. Reports
+//! p50/p90/p99 of both and the added latency, plus CPU (mCPU over the run) and RSS of each
+//! sidecar. sentry runs in-process; the sidecars are the release `daprd` binary.
+//! Tunables: INVOKE_SECONDS (default 20), INVOKE_RATE (1000), INVOKE_CONNECTIONS (16).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn smoke() -> bool {
+    !std::env::args().any(|a| a == "--bench")
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// utime + stime of a process in clock ticks (100 per second on Linux).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let get = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // Fields after the command: state(0) ... utime(11) stime(12).
+    get(11) + get(12)
+}
+
+async fn echo_app() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().fallback(|body: axum::body::Bytes| async move { body });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+fn daprd(
+    app_id: &str,
+    app_port: u16,
+    sentry: &support::Sentry,
+    registry: &std::path::Path,
+) -> (Proc, u16) {
+    let http = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_daprd"))
+        .args(["--app-id", app_id, "--dapr-listen-addresses", "127.0.0.1"])
+        .args(["--app-port", &app_port.to_string()])
+        .args(["--dapr-http-port", &http.to_string()])
+        .args(["--dapr-grpc-port", &free_port().to_string()])
+        .args(["--metrics-port", &free_port().to_string()])
+        .args(["--metrics-listen-address", "127.0.0.1"])
+        .args(["--dapr-internal-grpc-port", &free_port().to_string()])
+        .args(["--dapr-internal-grpc-listen-address", "127.0.0.1"])
+        .args(["--enable-mtls", "--sentry-address", &sentry.address()])
+        .args(["--log-level", "warn"])
+        .arg("--registry-dir")
+        .arg(registry)
+        .env("DAPR_TRUST_ANCHORS_FILE", sentry.anchors_file())
+        .env("DAPR_SENTRY_TOKEN_FILE", "/nonexistent")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (Proc(child), http)
+}
+
+async fn wait_ready(port: u16) {
+    for _ in 0..400 {
+        if reqwest::get(format!("http://127.0.0.1:{port}/v1.0/healthz"))
+            .await
+            .is_ok_and(|r| r.status() == 204)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("daprd did not become ready");
+}
+
+struct Run {
+    latencies_us: Vec<u64>,
+    errors: u64,
+    elapsed: Duration,
+}
+
+/// Sends `rate` req/s for `seconds` over `connections` connections to `url`.
+async fn fixed_rate(url: &str, rate: u64, seconds: u64, connections: u64) -> Run {
+    let body = bytes::Bytes::from(vec![b'x'; 1024]);
+    let per_conn_interval = Duration::from_secs_f64(connections as f64 / rate as f64);
+    let total_per_conn = rate * seconds / connections;
+    let start = Instant::now() + Duration::from_millis(100);
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(1)
+            .tcp_nodelay(true)
+            .build()
+            .unwrap();
+        let url = url.to_owned();
+        let body = body.clone();
+        // Connections are staggered so the requests are spread evenly over time.
+        let offset = per_conn_interval.mul_f64(c as f64 / connections as f64);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(total_per_conn as usize);
+            let mut errors = 0;
+            for i in 0..total_per_conn {
+                let scheduled = start + offset + per_conn_interval.mul_f64(i as f64);
+                tokio::time::sleep_until(scheduled.into()).await;
+                let ok = client
+                    .post(&url)
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status() == 200);
+                match ok {
+                    Some(r) => {
+                        let _ = r.bytes().await;
+                        latencies.push(scheduled.elapsed().as_micros() as u64);
+                    }
+                    None => errors += 1,
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut run = Run {
+        latencies_us: Vec::new(),
+        errors: 0,
+        elapsed: Duration::ZERO,
+    };
+    for t in tasks {
+        let (l, e) = t.await.unwrap();
+        run.latencies_us.extend(l);
+        run.errors += e;
+    }
+    run.elapsed = start.elapsed();
+    run.latencies_us.sort_unstable();
+    run
+}
+
+fn pct(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+fn main() {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(run());
+}
+
+async fn run() {
+    let (seconds, rate, connections) = if smoke() {
+        (1, 100, 4)
+    } else {
+        (
+            env_or("INVOKE_SECONDS", 20),
+            env_or("INVOKE_RATE", 1000),
+            env_or("INVOKE_CONNECTIONS", 16),
+        )
+    };
+    let mut sentry = support::Sentry::start(&[]).await;
+    let registry = tempfile::tempdir().unwrap();
+    let app = echo_app().await;
+    let (caller, caller_http) = daprd("bench-caller", app, &sentry, registry.path());
+    let (callee, _) = daprd("bench-callee", app, &sentry, registry.path());
+    wait_ready(caller_http).await;
+    let via = format!("http://127.0.0.1:{caller_http}/v1.0/invoke/bench-callee/method/echo");
+    let direct = format!("http://127.0.0.1:{app}/echo");
+    // Warm-up: connections and pools.
+    let _ = fixed_rate(&via, 200, 1, connections).await;
+    let _ = fixed_rate(&direct, 200, 1, connections).await;
+
+    let direct_run = fixed_rate(&direct, rate, seconds, connections).await;
+    let (c0, s0) = (cpu_ticks(caller.0.id()), cpu_ticks(callee.0.id()));
+    let via_run = fixed_rate(&via, rate, seconds, connections).await;
+    let (c1, s1) = (cpu_ticks(caller.0.id()), cpu_ticks(callee.0.id()));
+    let secs = via_run.elapsed.as_secs_f64();
+    let mcpu = |t: u64| t as f64 * 10.0 / secs; // 100 ticks/s -> 1 tick = 10 ms
+
+    println!(
+        "service invocation, {rate} req/s, 1 KB POST, {connections} connections, {seconds} s each, open loop"
+    );
+    println!("| path | requests | errors | p50 ms | p90 ms | p99 ms |");
+    println!("|---|---|---|---|---|---|");
+    for (name, r) in [
+        ("direct to the app", &direct_run),
+        ("through two daprd (mTLS)", &via_run),
+    ] {
+        println!(
+            "| {name} | {} | {} | {:.3} | {:.3} | {:.3} |",
+            r.latencies_us.len(),
+            r.errors,
+            pct(&r.latencies_us, 0.5),
+            pct(&r.latencies_us, 0.9),
+            pct(&r.latencies_us, 0.99)
+        );
+    }
+    println!(
+        "| added by the sidecars | | | {:.3} | {:.3} | {:.3} |",
+        pct(&via_run.latencies_us, 0.5) - pct(&direct_run.latencies_us, 0.5),
+        pct(&via_run.latencies_us, 0.9) - pct(&direct_run.latencies_us, 0.9),
+        pct(&via_run.latencies_us, 0.99) - pct(&direct_run.latencies_us, 0.99)
+    );
+    for (name, p, ticks) in [("caller", &caller, c1 - c0), ("callee", &callee, s1 - s0)] {
+        println!(
+            "{name} daprd: CPU {:.0} mCPU, RSS {} KiB (peak {} KiB)",
+            mcpu(ticks),
+            status_kib(p.0.id(), "VmRSS:"),
+            status_kib(p.0.id(), "VmHWM:")
+        );
+    }
+    assert!(
+        !via_run.latencies_us.is_empty() && !direct_run.latencies_us.is_empty(),
+        "no request succeeded"
+    );
+    drop((caller, callee));
+    sentry.stop().await;
+}
