@@ -11,8 +11,16 @@
 //!   ignored. No multicast is needed, so it works on any laptop. Dapr's default self-hosted
 //!   resolver (mDNS) is not implemented; `spec.nameResolution.component: mdns` falls back to
 //!   the registry with a warning.
+//!
+//! **Testing aid, never for production:** with `DAPRS_TESTING_RESOLVE_MAP` set to
+//! comma-separated `<name>:<port>=<address>:<port>` pairs, the `kubernetes` resolver dials the
+//! address instead of a name it resolved to exactly `<name>:<port>` (logged once per name).
+//! The e2e harness runs pods as local processes without cluster DNS, so a test maps
+//! `<id>-dapr.<ns>.svc.cluster.local:50002` to the loopback address where that pod's daprd
+//! listens. A malformed value fails every kubernetes resolution with an error saying so.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +40,60 @@ pub enum ResolveError {
     },
     #[error("the registry entry {file} is unreadable: {error}")]
     BadEntry { file: String, error: String },
+    #[error(
+        "{TESTING_MAP_ENV} (a testing aid) is malformed: {0}; expected comma-separated <name>:<port>=<address>:<port> pairs, or unset it"
+    )]
+    BadTestingMap(String),
+}
+
+/// The testing aid's environment variable (see the module docs).
+pub const TESTING_MAP_ENV: &str = "DAPRS_TESTING_RESOLVE_MAP";
+
+/// Parses the testing aid's value: `name:port=address:port` pairs, comma-separated.
+fn parse_testing_map(value: &str) -> Result<Vec<(String, String)>, String> {
+    let has_port = |s: &str| {
+        s.rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+    };
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((from, to)) if has_port(from.trim()) && has_port(to.trim()) => {
+                Ok((from.trim().to_owned(), to.trim().to_owned()))
+            }
+            _ => Err(format!("{pair:?} is not <name>:<port>=<address>:<port>")),
+        })
+        .collect()
+}
+
+fn testing_map() -> &'static Result<Vec<(String, String)>, String> {
+    static MAP: OnceLock<Result<Vec<(String, String)>, String>> = OnceLock::new();
+    MAP.get_or_init(|| {
+        let value = std::env::var(TESTING_MAP_ENV).unwrap_or_default();
+        let map = parse_testing_map(&value);
+        if matches!(&map, Ok(pairs) if !pairs.is_empty()) {
+            tracing::warn!(
+                "{TESTING_MAP_ENV} is set: a testing aid that redirects resolved names; never use it in production"
+            );
+        }
+        map
+    })
+}
+
+/// `address`, or where the testing aid redirects it.
+fn apply_testing_map(address: String) -> Result<String, ResolveError> {
+    let map = testing_map()
+        .as_ref()
+        .map_err(|e| ResolveError::BadTestingMap(e.clone()))?;
+    match map.iter().find(|(from, _)| *from == address) {
+        Some((_, to)) => {
+            tracing::info!(name = %address, dial = %to, "{TESTING_MAP_ENV}: dialing the mapped address");
+            Ok(to.clone())
+        }
+        None => Ok(address),
+    }
 }
 
 /// One registry entry.
@@ -64,7 +126,7 @@ impl Resolver {
             Resolver::Kubernetes {
                 cluster_domain,
                 port,
-            } => Ok(format!(
+            } => apply_testing_map(format!(
                 "{app_id}-dapr.{namespace}.svc.{cluster_domain}:{port}"
             )),
             Resolver::Registry { dir } => {
@@ -151,6 +213,26 @@ mod tests {
             r.resolve("orders", "shop").unwrap(),
             "orders-dapr.shop.svc.cluster.local:50002"
         );
+    }
+
+    #[test]
+    fn testing_map_parses_and_refuses_bad_pairs() {
+        assert_eq!(parse_testing_map("").unwrap(), vec![]);
+        assert_eq!(
+            parse_testing_map("a-dapr.ns.svc.cluster.local:50002=127.0.0.2:50002, b:1=[::1]:2")
+                .unwrap(),
+            vec![
+                (
+                    "a-dapr.ns.svc.cluster.local:50002".to_owned(),
+                    "127.0.0.2:50002".to_owned()
+                ),
+                ("b:1".to_owned(), "[::1]:2".to_owned()),
+            ]
+        );
+        for bad in ["a=b", "a:1", "a:1=b", ":1=b:2", "a:x=b:2"] {
+            let err = parse_testing_map(bad).unwrap_err();
+            assert!(err.contains(bad), "{err}");
+        }
     }
 
     #[test]
