@@ -186,7 +186,13 @@ impl RunPod {
         Ok(PodProcess {
             child,
             root,
-            _root_guard: (!keep).then_some(root_guard),
+            // Kept: the guard is released rather than dropped (dropping deletes it at once).
+            _root_guard: if keep {
+                let _ = root_guard.keep();
+                None
+            } else {
+                Some(root_guard)
+            },
             log,
             mounts,
             args,
