@@ -3,7 +3,17 @@
 //! sentry (kubernetes mode: TokenReview), its components from the operator (its own
 //! ServiceAccount and RBAC), picks up a `kubectl apply`-ed Component change without a restart
 //! (a state round trip through a real `redis-server` started here), and the Component's
-//! status shows it loaded.
+//! status shows it loaded. A second injected pod (app id `payments`, its app a small HTTP
+//! server in this test) runs the same way, and `orders` invokes it through the kubernetes
+//! naming `payments-dapr.<ns>.svc.cluster.local:50002`, over mutual TLS with both SVIDs from
+//! sentry; the app sees `dapr-caller-app-id: orders`.
+//!
+//! Pods have no IPs of their own here, so each daprd's internal server listens on port 50002
+//! (the injector's) of its own random loopback address `127.x.y.z`, and the caller is told,
+//! through daprd's testing aid `DAPRS_TESTING_RESOLVE_MAP`, that the callee's name is that
+//! address (there is no cluster DNS; the harness's `map_address` rewrites only argv and env,
+//! and this name is computed inside daprd). A refused SPIFFE id and an ACL denial are
+//! covered by `sidecar/tests/invoke.rs`.
 //!
 //! The operator runs in this process, so its sentry token would have to be a file at a fixed
 //! path: it gets its certificate instead from a second sentry (standalone, insecure) that
@@ -166,6 +176,106 @@ fn statestore(spec_metadata: Value, type_: &str) -> String {
         "spec": {"type": type_, "version": "v1", "metadata": spec_metadata}
     })
     .to_string()
+}
+
+/// A random loopback address (all of 127/8 is local on Linux), standing for a pod's IP.
+fn loopback_ip() -> std::net::Ipv4Addr {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    std::net::Ipv4Addr::new(
+        127,
+        rng.random_range(1..=254),
+        rng.random_range(0..=255),
+        rng.random_range(1..=254),
+    )
+}
+
+/// The injector's internal (sidecar-to-sidecar) port, kept in every daprd started here.
+const INTERNAL_PORT: u16 = 50002;
+
+/// Starts the daprd container of an admitted pod (`run` already has the control plane's
+/// addresses mapped): its API ports on free `127.0.0.1` ports, its internal server on
+/// `internal_ip:50002`. Returns the process once it is healthy, and its HTTP port.
+async fn run_daprd(
+    run: daprs_e2e::RunPod,
+    internal_ip: std::net::Ipv4Addr,
+    env: &[(&str, String)],
+) -> (daprs_e2e::PodProcess, u16) {
+    // Four distinct free ports (held together, so none is handed out twice).
+    let held: Vec<_> = (0..4)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let ports: Vec<u16> = held
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
+    drop(held);
+    let (http, grpc, public, metrics) = (ports[0], ports[1], ports[2], ports[3]);
+    let mut run = run
+        .container("daprd")
+        .env(
+            "DAPR_SENTRY_TOKEN_FILE",
+            "/var/run/secrets/dapr.io/sentrytoken/token",
+        )
+        .env("RUST_LOG", "info");
+    for (name, value) in env {
+        run = run.env(*name, value.clone());
+    }
+    let process = run
+        .arg("--dapr-listen-addresses")
+        .arg("127.0.0.1")
+        .arg("--dapr-http-port")
+        .arg(http.to_string())
+        .arg("--dapr-grpc-port")
+        .arg(grpc.to_string())
+        .arg("--dapr-internal-grpc-listen-address")
+        .arg(internal_ip.to_string())
+        .arg("--dapr-public-port")
+        .arg(public.to_string())
+        .arg("--dapr-public-listen-address")
+        .arg("127.0.0.1")
+        .arg("--metrics-port")
+        .arg(metrics.to_string())
+        .arg("--metrics-listen-address")
+        .arg("127.0.0.1")
+        .start()
+        .await
+        .unwrap();
+    assert!(
+        process
+            .args()
+            .windows(2)
+            .any(|w| w[0] == "--dapr-internal-grpc-port" && w[1] == INTERNAL_PORT.to_string()),
+        "the injector's internal port: {:?}",
+        process.args()
+    );
+    if !wait_healthy(&format!("http://127.0.0.1:{http}/v1.0/healthz"), 60).await {
+        panic!("daprd did not become ready:\n{}", process.logs());
+    }
+    (process, http)
+}
+
+/// An HTTP app that answers every request with its method, path, headers and body as JSON.
+async fn echo_app() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().fallback(|request: axum::extract::Request| async move {
+        let (parts, body) = request.into_parts();
+        let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        let headers: serde_json::Map<String, Value> = parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or_default())))
+            .collect();
+        axum::Json(json!({
+            "method": parts.method.as_str(),
+            "path": parts.uri.path(),
+            "headers": headers,
+            "body": String::from_utf8_lossy(&body),
+        }))
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -491,21 +601,8 @@ async fn an_injected_pod_runs_daprd_with_components_from_the_operator() {
     let admitted = pods.create(&PostParams::default(), &pod).await.unwrap();
 
     // The harness runs the daprd container with its pod-bound token.
-    // Five distinct free ports (held together, so none is handed out twice).
-    let held: Vec<_> = (0..5)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let ports: Vec<u16> = held
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect();
-    drop(held);
-    let (http, grpc, internal, public, metrics) =
-        (ports[0], ports[1], ports[2], ports[3], ports[4]);
-    let mut process = apps
-        .run_pod(&admitted, &daprd)
-        .container("daprd")
-        .map_address(
+    let mapped = |run: daprs_e2e::RunPod| {
+        run.map_address(
             format!("dapr-sentry.{}.svc.cluster.local:443", cp.name()),
             sentry.grpc_addr.to_string(),
         )
@@ -513,37 +610,24 @@ async fn an_injected_pod_runs_daprd_with_components_from_the_operator() {
             format!("dapr-api.{}.svc.cluster.local:443", cp.name()),
             operator.grpc_addr.to_string(),
         )
-        .env(
-            "DAPR_SENTRY_TOKEN_FILE",
-            "/var/run/secrets/dapr.io/sentrytoken/token",
-        )
-        .env("RUST_LOG", "info")
-        .arg("--dapr-listen-addresses")
-        .arg("127.0.0.1")
-        .arg("--dapr-http-port")
-        .arg(http.to_string())
-        .arg("--dapr-grpc-port")
-        .arg(grpc.to_string())
-        .arg("--dapr-internal-grpc-port")
-        .arg(internal.to_string())
-        .arg("--dapr-internal-grpc-listen-address")
-        .arg("127.0.0.1")
-        .arg("--dapr-public-port")
-        .arg(public.to_string())
-        .arg("--dapr-public-listen-address")
-        .arg("127.0.0.1")
-        .arg("--metrics-port")
-        .arg(metrics.to_string())
-        .arg("--metrics-listen-address")
-        .arg("127.0.0.1")
-        .start()
-        .await
-        .unwrap();
+    };
+    // Where payments' sidecar will listen; orders is told its kubernetes name maps there.
+    let payments_ip = loopback_ip();
+    let payments_name = format!(
+        "payments-dapr.{}.svc.cluster.local:{INTERNAL_PORT}",
+        apps.name()
+    );
+    let (mut orders, http) = run_daprd(
+        mapped(apps.run_pod(&admitted, &daprd)),
+        loopback_ip(),
+        &[(
+            "DAPRS_TESTING_RESOLVE_MAP",
+            format!("{payments_name}={payments_ip}:{INTERNAL_PORT}"),
+        )],
+    )
+    .await;
     let base = format!("http://127.0.0.1:{http}");
-    if !wait_healthy(&format!("{base}/v1.0/healthz"), 60).await {
-        panic!("daprd did not become ready:\n{}", process.logs());
-    }
-    let logs = process.logs();
+    let logs = orders.logs();
     let own_id = format!("spiffe://public/ns/{}/orders", apps.name());
     assert!(
         logs.contains(&own_id),
@@ -606,7 +690,7 @@ async fn an_injected_pod_runs_daprd_with_components_from_the_operator() {
         .unwrap();
     assert_eq!(got, json!({"n": "k2"}));
     assert!(
-        process.child().try_wait().unwrap().is_none(),
+        orders.child().try_wait().unwrap().is_none(),
         "daprd never restarted"
     );
 
@@ -654,7 +738,78 @@ async fn an_injected_pod_runs_daprd_with_components_from_the_operator() {
         "{component}"
     );
 
-    process.stop().await;
+    // A second injected pod, app id payments, its app a small HTTP server here. Its
+    // Configuration admits orders' SPIFFE id alone: the call below only passes if orders'
+    // client certificate (its SVID) reached payments' internal server.
+    apps.accepts(&json!({
+        "apiVersion": "dapr.io/v1alpha1", "kind": "Configuration",
+        "metadata": {"name": "payments-config"},
+        "spec": {"accessControl": {"defaultAction": "deny", "trustDomain": "public",
+                 "policies": [{"appId": "orders", "defaultAction": "allow",
+                               "trustDomain": "public", "namespace": apps.name()}]}}
+    }))
+    .await;
+    let app_port = echo_app().await;
+    let payments_pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "payments", "annotations": {
+            "dapr.io/enabled": "true", "dapr.io/app-id": "payments",
+            "dapr.io/app-port": app_port.to_string(), "dapr.io/config": "payments-config"}},
+        "spec": {"containers": [{"name": "app", "image": "example.invalid/payments:1"}]}
+    }))
+    .unwrap();
+    let payments_admitted = pods
+        .create(&PostParams::default(), &payments_pod)
+        .await
+        .unwrap();
+    let (payments, _) = run_daprd(
+        mapped(apps.run_pod(&payments_admitted, &daprd)),
+        payments_ip,
+        &[],
+    )
+    .await;
+    let payments_id = format!("spiffe://public/ns/{}/payments", apps.name());
+    assert!(
+        payments.logs().contains(&payments_id),
+        "payments' certificate from sentry ({payments_id}):\n{}",
+        payments.logs()
+    );
+
+    let response = client
+        .post(format!(
+            "http://127.0.0.1:{http}/v1.0/invoke/payments/method/charge?x=1"
+        ))
+        .header("content-type", "application/json")
+        .header("x-order", "o-1")
+        .body(r#"{"amount":12}"#)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    assert_eq!(
+        status,
+        200,
+        "{text}\norders:\n{}\npayments:\n{}",
+        orders.logs(),
+        payments.logs()
+    );
+    let seen: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(seen["method"], "POST", "{seen}");
+    assert_eq!(seen["path"], "/charge", "{seen}");
+    assert_eq!(seen["body"], r#"{"amount":12}"#, "{seen}");
+    assert_eq!(seen["headers"]["dapr-caller-app-id"], "orders", "{seen}");
+    assert_eq!(seen["headers"]["dapr-callee-app-id"], "payments", "{seen}");
+    assert_eq!(seen["headers"]["x-order"], "o-1", "{seen}");
+    // The name was the kubernetes one (the testing aid maps only that name, and logs it).
+    let logs = orders.logs();
+    assert!(
+        logs.contains(&payments_name) && logs.contains(&format!("{payments_ip}:{INTERNAL_PORT}")),
+        "orders resolved {payments_name}:\n{logs}"
+    );
+
+    orders.stop().await;
+    payments.stop().await;
     operator.stop().await.unwrap();
     injector.stop().await;
     sentry.stop().await.unwrap();
