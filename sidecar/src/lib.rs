@@ -269,12 +269,14 @@ pub async fn start(args: Args) -> Result<Running, Error> {
             source,
         })?);
         let service = tonic_service(rt.clone(), api_token.clone());
+        let proxy = invoke::proxy::Layer::api(rt.invoker.clone(), api_token.clone());
         let stop = rt.clone();
         let in_flight = rt.in_flight.clone();
         servers.spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
             let result = tonic::transport::Server::builder()
                 .layer(drain::Layer(in_flight))
+                .layer(proxy)
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, async move { stop.stopped().await })
                 .await;
@@ -497,6 +499,7 @@ async fn serve_internal(
     let service = invoke::server::Internal::server(rt.invoker.clone());
     let stop = rt.clone();
     let in_flight = rt.in_flight.clone();
+    let proxy = invoke::proxy::Layer::internal(rt.invoker.clone());
     let builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(invoke::KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(invoke::KEEPALIVE_TIMEOUT))
@@ -508,6 +511,7 @@ async fn serve_internal(
             servers.spawn(async move {
                 let result = builder
                     .layer(drain::Layer(in_flight))
+                    .layer(proxy)
                     .add_service(service)
                     .serve_with_incoming_shutdown(incoming, async move { stop.stopped().await })
                     .await;
@@ -521,6 +525,7 @@ async fn serve_internal(
                 let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
                 let result = builder
                     .layer(drain::Layer(in_flight))
+                    .layer(proxy)
                     .add_service(service)
                     .serve_with_incoming_shutdown(incoming, async move { stop.stopped().await })
                     .await;

@@ -114,6 +114,10 @@ pub enum AppError {
     Unhealthy,
     #[error("failed to call the app: {0}")]
     Call(String),
+    #[error(
+        "the app is not a gRPC app (--app-protocol {0}); gRPC proxying needs --app-protocol grpc"
+    )]
+    NotGrpc(String),
 }
 
 enum Channel {
@@ -304,6 +308,40 @@ impl AppChannel {
         }
     }
 
+    /// Forwards a proxied gRPC call as it is (frames, metadata, trailers) to a gRPC app, under
+    /// the same health and `--app-max-concurrency` rules as every app call (the permit is held
+    /// until the app's response headers arrive).
+    pub async fn forward_grpc(
+        &self,
+        mut request: http::Request<tonic::body::Body>,
+    ) -> Result<http::Response<tonic::body::Body>, AppError> {
+        let channel = match self.channel.as_ref().ok_or(AppError::NoApp)? {
+            Channel::Grpc { channel } => channel.clone(),
+            Channel::Http { .. } => return Err(AppError::NotGrpc(self.protocol.clone())),
+        };
+        if !self.is_healthy() {
+            return Err(AppError::Unhealthy);
+        }
+        let _permit = match &self.limit {
+            Some(limit) => Some(
+                limit
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| AppError::Call(e.to_string()))?,
+            ),
+            None => None,
+        };
+        if let Some(token) = &self.app_token
+            && let Ok(v) = http::HeaderValue::from_str(token)
+        {
+            request.headers_mut().insert("dapr-api-token", v);
+        }
+        tower::ServiceExt::oneshot(channel, request)
+            .await
+            .map_err(|e| AppError::Call(error_chain(&e)))
+    }
+
     async fn call_http(
         &self,
         client: &reqwest::Client,
@@ -428,6 +466,18 @@ impl AppChannel {
             }),
         }
     }
+}
+
+/// An error with its sources, `a: b: c`.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// gRPC metadata as internal metadata (binary keys skipped).

@@ -12,6 +12,7 @@
 
 pub mod acl;
 pub mod app;
+pub mod proxy;
 pub mod resolve;
 pub mod server;
 
