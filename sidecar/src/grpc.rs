@@ -465,7 +465,7 @@ impl pb::dapr_server::Dapr for DaprApi {
         request: Request<pb::InvokeServiceRequest>,
     ) -> Result<Response<common::InvokeResponse>, Status> {
         let started = Instant::now();
-        let mut metadata = crate::invoke::app::metadata_to_md(request.metadata());
+        let mut metadata = crate::invoke::app::request_metadata_to_md(request.metadata());
         for key in [
             API_TOKEN_METADATA,
             "dapr-app-id",
@@ -475,7 +475,10 @@ impl pb::dapr_server::Dapr for DaprApi {
         ] {
             metadata.remove(key);
         }
-        metadata.retain(|k, _| !k.starts_with("grpc-") && !k.starts_with(':'));
+        metadata.retain(|k, _| {
+            (!k.starts_with("grpc-") || k == crate::invoke::trace::GRPC_TRACE_BIN)
+                && !k.starts_with(':')
+        });
         let request = request.into_inner();
         let message = request.message.unwrap_or_default();
         let ext = message.http_extension.unwrap_or_default();

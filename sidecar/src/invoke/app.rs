@@ -11,6 +11,8 @@ use bytes::Bytes;
 use dapr::dapr::proto::common::v1 as dcommon;
 use dapr::dapr::proto::runtime::v1 as druntime;
 use daprs_api::proto::internals::ListStringValue;
+
+use super::trace::{self, SpanContext};
 use tokio::sync::Semaphore;
 
 /// Metadata / headers of an invocation, as the internal API carries them.
@@ -430,11 +432,20 @@ impl AppChannel {
         });
         let md = call.metadata_mut();
         for (name, value) in grpc_app_metadata(&request.metadata) {
-            if let (Ok(k), Ok(v)) = (
-                tonic::metadata::MetadataKey::from_bytes(name.as_bytes()),
-                tonic::metadata::MetadataValue::try_from(value.as_str()),
-            ) {
-                md.append(k, v);
+            match value {
+                MdValue::Ascii(value) => {
+                    if let (Ok(k), Ok(v)) = (
+                        tonic::metadata::MetadataKey::from_bytes(name.as_bytes()),
+                        tonic::metadata::MetadataValue::try_from(value.as_str()),
+                    ) {
+                        md.append(k, v);
+                    }
+                }
+                MdValue::Binary(value) => {
+                    if let Ok(k) = tonic::metadata::BinaryMetadataKey::from_bytes(name.as_bytes()) {
+                        md.append_bin(k, tonic::metadata::BinaryMetadataValue::from_bytes(&value));
+                    }
+                }
             }
         }
         if let Some(token) = &self.app_token
@@ -496,6 +507,54 @@ pub fn metadata_to_md(md: &tonic::metadata::MetadataMap) -> Md {
     out
 }
 
+/// A caller's gRPC metadata as internal metadata: binary (`-bin`) values base64-encoded, as
+/// Dapr carries them between sidecars.
+pub fn request_metadata_to_md(md: &tonic::metadata::MetadataMap) -> Md {
+    use base64::Engine as _;
+    let mut out = metadata_to_md(md);
+    for kv in md.iter() {
+        if let tonic::metadata::KeyAndValueRef::Binary(k, v) = kv
+            && let Ok(bytes) = v.to_bytes()
+        {
+            out.entry(k.as_str().to_owned())
+                .or_default()
+                .values
+                .push(base64::engine::general_purpose::STANDARD.encode(bytes));
+        }
+    }
+    out
+}
+
+/// The first value of `key` (case-insensitive).
+fn first<'a>(md: &'a Md, key: &str) -> Option<&'a str> {
+    md.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .and_then(|(_, v)| v.values.first())
+        .map(String::as_str)
+}
+
+/// Decodes a base64 metadata value, padded or not.
+pub fn decode_binary(value: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let value = value.trim().trim_end_matches('=');
+    base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(value)
+        .ok()
+}
+
+/// The caller's span context: `traceparent`, else `grpc-trace-bin`.
+fn span_context(md: &Md) -> Option<(SpanContext, bool)> {
+    first(md, trace::TRACEPARENT)
+        .and_then(SpanContext::from_traceparent)
+        .map(|sc| (sc, true))
+        .or_else(|| {
+            first(md, trace::GRPC_TRACE_BIN)
+                .and_then(decode_binary)
+                .and_then(|b| SpanContext::from_binary(&b))
+                .map(|sc| (sc, false))
+        })
+}
+
 /// Dapr's HTTPExtension verb number of an HTTP method name.
 pub fn verb_number(verb: &str) -> i32 {
     match verb.to_ascii_uppercase().as_str() {
@@ -554,21 +613,43 @@ pub fn http_app_headers(md: &Md) -> Vec<(String, String)> {
             out.push((name.clone(), v.clone()));
         }
     }
+    // A gRPC caller's grpc-trace-bin becomes the HTTP app's traceparent.
+    if let Some((sc, false)) = span_context(md) {
+        out.push((trace::TRACEPARENT.to_owned(), sc.to_traceparent()));
+    }
     out
 }
 
-/// Internal metadata as gRPC metadata of a gRPC app (Dapr's callee-side rules).
-pub fn grpc_app_metadata(md: &Md) -> Vec<(String, String)> {
+/// A metadata value for a gRPC app.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum MdValue {
+    Ascii(String),
+    Binary(Vec<u8>),
+}
+
+/// Internal metadata as gRPC metadata of a gRPC app (Dapr's callee-side rules). The trace
+/// context goes as both `traceparent` (with `tracestate`) and `grpc-trace-bin`, whichever of
+/// them the caller sent; other `-bin` values are base64-decoded.
+pub fn grpc_app_metadata(md: &Md) -> Vec<(String, MdValue)> {
     let listed = connection_listed(md);
     let mut out = Vec::new();
     for (key, values) in md {
         let lower = key.to_ascii_lowercase();
         if lower.starts_with(':')
             || lower == "destination-app-id"
-            || lower.ends_with("-bin")
+            || lower == trace::TRACEPARENT
+            || lower == trace::TRACESTATE
             || lower.starts_with("grpc-")
             || (is_hop_by_hop(&lower, &listed) && lower != "te")
         {
+            continue;
+        }
+        if lower.ends_with("-bin") {
+            for v in &values.values {
+                if let Some(bytes) = decode_binary(v) {
+                    out.push((lower.clone(), MdValue::Binary(bytes)));
+                }
+            }
             continue;
         }
         let name = if HTTP_STANDARD.contains(&lower.as_str()) || lower == "te" {
@@ -577,8 +658,24 @@ pub fn grpc_app_metadata(md: &Md) -> Vec<(String, String)> {
             lower
         };
         for v in &values.values {
-            out.push((name.clone(), v.clone()));
+            out.push((name.clone(), MdValue::Ascii(v.clone())));
         }
+    }
+    if let Some((sc, from_traceparent)) = span_context(md) {
+        out.push((
+            trace::TRACEPARENT.to_owned(),
+            MdValue::Ascii(sc.to_traceparent()),
+        ));
+        if from_traceparent && let Some(state) = first(md, trace::TRACESTATE) {
+            out.push((
+                trace::TRACESTATE.to_owned(),
+                MdValue::Ascii(state.to_owned()),
+            ));
+        }
+        out.push((
+            trace::GRPC_TRACE_BIN.to_owned(),
+            MdValue::Binary(sc.to_binary().to_vec()),
+        ));
     }
     out
 }
@@ -635,16 +732,54 @@ mod tests {
         ]);
         let mut h = grpc_app_metadata(&m);
         h.sort();
+        let ascii = |k: &str, v: &str| (k.to_owned(), MdValue::Ascii(v.to_owned()));
         assert_eq!(
             h,
             [
-                (
-                    "dapr-content-type".to_owned(),
-                    "application/json".to_owned()
-                ),
-                ("dapr-user-agent".into(), "curl".into()),
-                ("x-custom".into(), "1".into()),
+                ascii("dapr-content-type", "application/json"),
+                ascii("dapr-user-agent", "curl"),
+                ascii("x-custom", "1"),
             ]
+        );
+    }
+
+    const TP: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    #[test]
+    fn trace_context_for_grpc_apps() {
+        let sc = SpanContext::from_traceparent(TP).unwrap();
+        // From an HTTP caller: traceparent + tracestate, and grpc-trace-bin made from them.
+        let h = grpc_app_metadata(&md(&[
+            ("traceparent", TP),
+            ("tracestate", "k=v"),
+            ("x-key-bin", "AAEC"),
+        ]));
+        assert!(h.contains(&("traceparent".into(), MdValue::Ascii(TP.into()))));
+        assert!(h.contains(&("tracestate".into(), MdValue::Ascii("k=v".into()))));
+        assert!(h.contains(&(
+            "grpc-trace-bin".into(),
+            MdValue::Binary(sc.to_binary().to_vec())
+        )));
+        assert!(h.contains(&("x-key-bin".into(), MdValue::Binary(vec![0, 1, 2]))));
+        // From a gRPC caller with only grpc-trace-bin (base64 in internal metadata).
+        use base64::Engine as _;
+        let bin = base64::engine::general_purpose::STANDARD.encode(sc.to_binary());
+        let h = grpc_app_metadata(&md(&[("grpc-trace-bin", &bin)]));
+        assert!(h.contains(&("traceparent".into(), MdValue::Ascii(TP.into()))));
+        assert!(h.contains(&(
+            "grpc-trace-bin".into(),
+            MdValue::Binary(sc.to_binary().to_vec())
+        )));
+        // ... and an HTTP app gets the traceparent.
+        assert!(
+            http_app_headers(&md(&[("grpc-trace-bin", &bin)]))
+                .contains(&("traceparent".into(), TP.into()))
+        );
+        // An invalid traceparent is not forwarded.
+        let h = grpc_app_metadata(&md(&[("traceparent", "00-zz")]));
+        assert!(
+            h.iter()
+                .all(|(k, _)| k != "traceparent" && k != "grpc-trace-bin")
         );
     }
 

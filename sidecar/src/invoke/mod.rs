@@ -15,6 +15,7 @@ pub mod app;
 pub mod proxy;
 pub mod resolve;
 pub mod server;
+pub mod trace;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -26,6 +26,7 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use super::Invoker;
 use super::acl::Decision;
+use super::trace::{self, SpanContext};
 
 /// The metadata naming the target app (Dapr's `GRPCProxyAppIDKey`).
 pub const APP_ID_METADATA: &str = "dapr-app-id";
@@ -243,6 +244,7 @@ impl Layer {
         }
         let headers = request.headers_mut();
         headers.remove(APP_ID_METADATA);
+        complete_trace_context(headers);
         let request = std::mem::take(request);
         invoker
             .app
@@ -303,6 +305,28 @@ impl Layer {
     }
 }
 
+/// Gives a gRPC app the caller's trace context both ways, as Dapr does: `grpc-trace-bin` made
+/// from `traceparent`, or `traceparent` from `grpc-trace-bin`, whichever is missing.
+fn complete_trace_context(headers: &mut HeaderMap) {
+    use base64::Engine as _;
+    let text = |k: &str| headers.get(k).and_then(|v| v.to_str().ok());
+    let has_bin = headers.contains_key(trace::GRPC_TRACE_BIN);
+    if let Some(sc) = text(trace::TRACEPARENT).and_then(SpanContext::from_traceparent) {
+        if !has_bin {
+            let bin = base64::engine::general_purpose::STANDARD_NO_PAD.encode(sc.to_binary());
+            if let Ok(v) = HeaderValue::from_str(&bin) {
+                headers.insert(trace::GRPC_TRACE_BIN, v);
+            }
+        }
+    } else if let Some(sc) = text(trace::GRPC_TRACE_BIN)
+        .and_then(super::app::decode_binary)
+        .and_then(|b| SpanContext::from_binary(&b))
+        && let Ok(v) = HeaderValue::from_str(&sc.to_traceparent())
+    {
+        headers.insert(trace::TRACEPARENT, v);
+    }
+}
+
 fn caller_of(headers: &HeaderMap) -> String {
     headers
         .get(CALLER_METADATA)
@@ -325,5 +349,20 @@ mod tests {
         assert_eq!(target_of(&h).as_deref(), Some("b"));
         h.insert(CALLEE_METADATA, HeaderValue::from_static("c"));
         assert_eq!(target_of(&h).as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn trace_context_is_completed() {
+        const TP: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let mut h = HeaderMap::new();
+        h.insert(trace::TRACEPARENT, HeaderValue::from_static(TP));
+        complete_trace_context(&mut h);
+        let bin = h[trace::GRPC_TRACE_BIN].to_str().unwrap().to_owned();
+        let sc = SpanContext::from_binary(&crate::invoke::app::decode_binary(&bin).unwrap());
+        assert_eq!(sc.unwrap().to_traceparent(), TP);
+        let mut h = HeaderMap::new();
+        h.insert(trace::GRPC_TRACE_BIN, HeaderValue::from_str(&bin).unwrap());
+        complete_trace_context(&mut h);
+        assert_eq!(h[trace::TRACEPARENT], TP);
     }
 }

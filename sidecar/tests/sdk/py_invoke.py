@@ -23,6 +23,7 @@ warnings.simplefilter("ignore", DeprecationWarning)  # gRPC invocation is deprec
 CALLER = os.environ["DAPRS_CALLER"]
 TARGETS = [t.split("=") for t in os.environ["DAPRS_TARGETS"].split(",")]
 BODY = b'{"n": 1}'
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
 def check_stamps(app_id, seen, where):
@@ -46,6 +47,9 @@ def check(protocol, app_id, kind, verb, resp):
         md = got["metadata"]
         assert md.get("x-custom") == [f"py-{protocol}"], (where, md)
         check_stamps(app_id, md, where)
+        # The W3C trace context reaches the gRPC app (its grpc-trace-bin twin is checked in
+        # tests/trace_context.rs: grpcio consumes that key and never shows it to the app).
+        assert md.get("traceparent") == [TRACEPARENT], (where, md)
         if protocol == "http":
             # HTTP standard headers reach a gRPC app with a dapr- prefix.
             assert md.get("dapr-content-type") == ["application/json"], (where, md)
@@ -59,6 +63,7 @@ def check(protocol, app_id, kind, verb, resp):
         assert got["contentType"] == "application/json", (where, got)
         h = got["headers"]
         assert h.get("x-custom") == f"py-{protocol}", (where, h)
+        assert h.get("traceparent") == TRACEPARENT, (where, h)
         check_stamps(app_id, h, where)
     elif kind == "js-grpc":
         assert got["query"] == "q=1&r=two", (where, got)
@@ -79,7 +84,7 @@ for protocol in ("http", "grpc"):
                     "echo",
                     data=BODY,
                     content_type="application/json",
-                    metadata=(("x-custom", f"py-{protocol}"),),
+                    metadata=(("x-custom", f"py-{protocol}"), ("traceparent", TRACEPARENT)),
                     http_verb=verb,
                     http_querystring=(("q", "1"), ("r", "two")),
                 )
