@@ -3,14 +3,15 @@
 //! control plane started from the pods the chart's Deployments create (as a kubelet would: their
 //! volumes, env and args, and tokens of the chart's ServiceAccounts, so the chart's RBAC is all
 //! they have), sentry bootstrapping the trust bundle, the injector applying the webhook's
-//! caBundle, annotated Deployments getting injected pods, mistakes reported at `kubectl apply`,
-//! HA switched on and off by `helm upgrade`, and `helm uninstall` leaving only what is
-//! documented.
+//! caBundle, `helm test`, annotated Deployments getting injected pods whose daprd runs with
+//! certificates from sentry and components from the operator, a Redis Component reaching the
+//! running sidecars, one app invoking the other over mTLS, mistakes reported at
+//! `kubectl apply`, HA switched on and off by `helm upgrade`, and `helm uninstall` leaving only
+//! what is documented.
 //!
 //! The steps are the issue's (README "Kubernetes"): one function each, run in order by
-//! [`the_user_path_with_the_chart`]. Steps 3 (each pod's daprd running), 4 (a Redis Component
-//! reaching running sidecars) and 5 (invocation over mTLS) need daprd's Kubernetes mode and
-//! service invocation; they are appended there when those land.
+//! [`the_user_path_with_the_chart`]. Needs `target/<profile>/{sentry,operator,injector,daprd}`
+//! (`cargo test --workspace` builds them), `redis-server` and `curl` (scripts/sidecar-deps.sh).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
@@ -29,7 +30,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Api;
 use kube::api::ListParams;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const RELEASE: &str = "daprs";
 const NAMESPACE: &str = "daprs-system";
@@ -443,11 +444,12 @@ async fn the_user_path_with_the_chart() {
     step1_install(&story).await;
     let control_plane = step2_control_plane(&story).await;
     step2_helm_test_finds_the_control_plane_answering(&story).await;
-    step3_pods_are_injected(&story).await;
-    // Step 3 continued (the harness runs each pod's daprd; each gets its certificate from
-    // sentry and its components from the operator), step 4 (a Redis Component reaches the
-    // running sidecars; `kubectl get components` shows it loaded) and step 5 (app A invokes
-    // app B over mTLS) come here once daprd's Kubernetes mode and service invocation land.
+    let pods = step3_pods_are_injected(&story).await;
+    let mut sidecars = step3_each_pods_daprd_runs(&story, &pods).await;
+    let redis = Redis::start();
+    step4_a_component_reaches_the_running_sidecars(&story, &mut sidecars, &redis).await;
+    step5_orders_invokes_checkout_over_mtls(&sidecars).await;
+    sidecars.stop().await;
     step6_mistakes_are_reported(&story).await;
     let control_plane = step7_upgrade_toggles_ha(&story, control_plane).await;
     step7_uninstall_leaves_nothing_behind(&story, control_plane).await;
@@ -764,17 +766,16 @@ fn which(program: &str) -> PathBuf {
 /// 3 (up to injection). Two annotated Deployments, applied as a user would, get pods with
 /// daprd (the chart's sidecar image, the control plane's addresses); the operator creates
 /// their `<app-id>-dapr` Services and publishes the trust anchors into their namespace.
-async fn step3_pods_are_injected(story: &Story) {
+async fn step3_pods_are_injected(story: &Story) -> InjectedPods {
     let ns = story.apps.name();
-    for app in ["orders", "checkout"] {
-        let manifest = app_deployment(
-            app,
-            &[
-                ("dapr.io/enabled", "true"),
-                ("dapr.io/app-id", app),
-                ("dapr.io/app-port", "8080"),
-            ],
-        );
+    // checkout's app: a small HTTP server here that echoes what it gets (step 5).
+    let checkout_app_port = echo_app().await.to_string();
+    for (app, app_port) in [("orders", None), ("checkout", Some(&checkout_app_port))] {
+        let mut annotations = vec![("dapr.io/enabled", "true"), ("dapr.io/app-id", app)];
+        if let Some(port) = app_port {
+            annotations.push(("dapr.io/app-port", port.as_str()));
+        }
+        let manifest = app_deployment(app, &annotations);
         let out = must(
             "kubectl apply",
             kubectl(
@@ -787,6 +788,7 @@ async fn step3_pods_are_injected(story: &Story) {
         assert!(!out.stderr.contains("Warning"), "{}", out.stderr);
     }
     let pods: Api<Pod> = Api::namespaced(story.client(), ns);
+    let mut injected = Vec::new();
     for app in ["orders", "checkout"] {
         let pod = eventually(60, &format!("an injected pod of {app}"), || async {
             let list = pods
@@ -815,6 +817,7 @@ async fn step3_pods_are_injected(story: &Story) {
             || async { services.get_opt(&format!("{app}-dapr")).await.ok()? },
         )
         .await;
+        injected.push(pod);
     }
     let anchors = story.trust_anchors().await.unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(story.client(), ns);
@@ -823,6 +826,387 @@ async fn step3_pods_are_injected(story: &Story) {
         (cm.data?.get("ca.crt")? == &anchors).then_some(())
     })
     .await;
+    let checkout = injected.pop().unwrap();
+    let orders = injected.pop().unwrap();
+    InjectedPods { orders, checkout }
+}
+
+struct InjectedPods {
+    orders: Pod,
+    checkout: Pod,
+}
+
+/// The running sidecars of the two injected pods.
+struct Sidecars {
+    orders: PodProcess,
+    orders_http: u16,
+    checkout: PodProcess,
+    checkout_http: u16,
+    /// The name orders resolves checkout's sidecar by (`checkout-dapr.<ns>.svc...:50002`).
+    checkout_name: String,
+    checkout_ip: std::net::Ipv4Addr,
+}
+
+impl Sidecars {
+    async fn stop(self) {
+        self.orders.stop().await;
+        self.checkout.stop().await;
+    }
+}
+
+/// The injector's internal (sidecar-to-sidecar) port, kept in every daprd started here.
+const INTERNAL_PORT: u16 = 50002;
+
+/// A random loopback address (all of 127/8 is local on Linux), standing for a pod's IP.
+fn loopback_ip() -> std::net::Ipv4Addr {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    std::net::Ipv4Addr::new(
+        127,
+        rng.random_range(1..=254),
+        rng.random_range(0..=255),
+        rng.random_range(1..=254),
+    )
+}
+
+/// 3 (continued). The harness runs each injected pod's daprd as a kubelet would (its pod-bound
+/// token, the trust anchors from the ConfigMap the operator published), with the chart's
+/// control-plane addresses mapped to where the control plane runs. Each gets its certificate
+/// from sentry (TokenReview of the pod's token) and connects to the operator. Pods share this
+/// machine's network, so the API ports are free ports on 127.0.0.1 and each internal server
+/// is port 50002 (the injector's) of its own loopback address; orders is told checkout's
+/// kubernetes name through daprd's testing aid `DAPRS_TESTING_RESOLVE_MAP` (no cluster DNS).
+async fn step3_each_pods_daprd_runs(story: &Story, pods: &InjectedPods) -> Sidecars {
+    let ns = story.apps.name();
+    let checkout_ip = loopback_ip();
+    let checkout_name = format!("checkout-dapr.{ns}.svc.cluster.local:{INTERNAL_PORT}");
+    let (orders, orders_http) = run_daprd(
+        story,
+        &pods.orders,
+        loopback_ip(),
+        &[(
+            "DAPRS_TESTING_RESOLVE_MAP",
+            format!("{checkout_name}={checkout_ip}:{INTERNAL_PORT}"),
+        )],
+    )
+    .await;
+    let (checkout, checkout_http) = run_daprd(story, &pods.checkout, checkout_ip, &[]).await;
+    for (app, process) in [("orders", &orders), ("checkout", &checkout)] {
+        let id = format!("spiffe://public/ns/{ns}/{app}");
+        assert!(
+            process.logs().contains(&id),
+            "{app}'s certificate from sentry ({id}):\n{}",
+            process.logs()
+        );
+    }
+    Sidecars {
+        orders,
+        orders_http,
+        checkout,
+        checkout_http,
+        checkout_name,
+        checkout_ip,
+    }
+}
+
+async fn run_daprd(
+    story: &Story,
+    pod: &Pod,
+    internal_ip: std::net::Ipv4Addr,
+    env: &[(&str, String)],
+) -> (PodProcess, u16) {
+    let [sentry, ..] = story.ports.sentry;
+    let [api, ..] = story.ports.operator;
+    // Four distinct free ports (held together, so none is handed out twice).
+    let held: Vec<_> = (0..4)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let ports: Vec<u16> = held
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
+    drop(held);
+    let (http, grpc, public, metrics) = (ports[0], ports[1], ports[2], ports[3]);
+    let mut run = RunPod::new(
+        story.cluster.connection(),
+        pod,
+        workspace_binary("daprd", "daprs-sidecar").unwrap(),
+    )
+    .container("daprd")
+    // daprd reads its token from this path by default; naming it lets the harness rewrite it
+    // to where the pod's projected token volume is on this machine.
+    .env(
+        "DAPR_SENTRY_TOKEN_FILE",
+        "/var/run/secrets/dapr.io/sentrytoken/token",
+    )
+    .map_address(
+        format!("dapr-sentry.{NAMESPACE}.svc.cluster.local:443"),
+        format!("127.0.0.1:{sentry}"),
+    )
+    .map_address(
+        format!("dapr-api.{NAMESPACE}.svc.cluster.local:443"),
+        format!("127.0.0.1:{api}"),
+    );
+    for (name, value) in env {
+        run = run.env(*name, value.clone());
+    }
+    // daprd takes the last of a repeated flag: these override the injector's ports.
+    let process = run
+        .arg("--dapr-listen-addresses")
+        .arg("127.0.0.1")
+        .arg("--dapr-http-port")
+        .arg(http.to_string())
+        .arg("--dapr-grpc-port")
+        .arg(grpc.to_string())
+        .arg("--dapr-internal-grpc-listen-address")
+        .arg(internal_ip.to_string())
+        .arg("--dapr-public-port")
+        .arg(public.to_string())
+        .arg("--dapr-public-listen-address")
+        .arg("127.0.0.1")
+        .arg("--metrics-port")
+        .arg(metrics.to_string())
+        .arg("--metrics-listen-address")
+        .arg("127.0.0.1")
+        .start()
+        .await
+        .unwrap();
+    assert!(
+        process
+            .args()
+            .windows(2)
+            .any(|w| w[0] == "--dapr-internal-grpc-port" && w[1] == INTERNAL_PORT.to_string()),
+        "the injector's internal port: {:?}",
+        process.args()
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let healthy = reqwest::get(format!("http://127.0.0.1:{http}/v1.0/healthz"))
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if healthy {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "daprd did not become ready:\n{}",
+            process.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (process, http)
+}
+
+/// An HTTP app that answers every request with its method, path, headers and body as JSON.
+async fn echo_app() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().fallback(|request: axum::extract::Request| async move {
+        let (parts, body) = request.into_parts();
+        let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        let headers: serde_json::Map<String, Value> = parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or_default())))
+            .collect();
+        axum::Json(json!({
+            "method": parts.method.as_str(),
+            "path": parts.uri.path(),
+            "headers": headers,
+            "body": String::from_utf8_lossy(&body),
+        }))
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+/// A private `redis-server` (scripts/sidecar-deps.sh installs it), killed on drop.
+struct Redis {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start() -> Self {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is missing: run scripts/sidecar-deps.sh");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    fn exists(&self, key: &str) -> bool {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "EXISTS", key])
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout).trim() == "1"
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// 4. `kubectl apply` of a Redis state store (a real redis-server) reaches both running
+///    sidecars through the operator, without a restart; state round-trips and lands in Redis;
+///    `kubectl get components` shows it Ready and loaded by both apps.
+async fn step4_a_component_reaches_the_running_sidecars(
+    story: &Story,
+    sidecars: &mut Sidecars,
+    redis: &Redis,
+) {
+    let ns = story.apps.name();
+    let component = format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\nspec:\n  type: state.redis\n  version: v1\n  metadata:\n    - name: redisHost\n      value: 127.0.0.1:{}\n",
+        redis.port
+    );
+    must(
+        "kubectl apply (Component)",
+        kubectl(
+            story.cluster,
+            &["apply", "-n", ns, "-f", "-"],
+            Some(&component),
+        )
+        .await,
+    );
+    let client = reqwest::Client::new();
+    for (app, http) in [
+        ("orders", sidecars.orders_http),
+        ("checkout", sidecars.checkout_http),
+    ] {
+        eventually(60, &format!("the Redis store in {app}'s daprd"), || {
+            let client = client.clone();
+            async move {
+                let meta: Value = client
+                    .get(format!("http://127.0.0.1:{http}/v1.0/metadata"))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                meta["components"]
+                    .as_array()?
+                    .iter()
+                    .any(|c| c["name"] == "statestore" && c["type"] == "state.redis")
+                    .then_some(())
+            }
+        })
+        .await;
+    }
+    let base = format!("http://127.0.0.1:{}", sidecars.orders_http);
+    let saved = client
+        .post(format!("{base}/v1.0/state/statestore"))
+        .json(&json!([{"key": "order-1", "value": {"total": 12}}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), 204, "{}", saved.text().await.unwrap());
+    assert!(redis.exists("orders||order-1"), "saved in Redis");
+    let got: Value = client
+        .get(format!("{base}/v1.0/state/statestore/order-1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got, json!({"total": 12}));
+    for (app, process) in [
+        ("orders", &mut sidecars.orders),
+        ("checkout", &mut sidecars.checkout),
+    ] {
+        assert!(
+            process.child().try_wait().unwrap().is_none(),
+            "{app}'s daprd never restarted"
+        );
+    }
+    let table = eventually(60, "READY True, LOADED 2", || async {
+        let out = kubectl(
+            story.cluster,
+            &["get", "components", "statestore", "-n", ns, "--no-headers"],
+            None,
+        )
+        .await;
+        let cols: Vec<_> = out.stdout.split_whitespace().collect();
+        (cols.get(2) == Some(&"True") && cols.get(3) == Some(&"2")).then_some(out.stdout)
+    })
+    .await;
+    assert!(table.contains("state.redis"), "{table}");
+    let out = must(
+        "kubectl get component -o json",
+        kubectl(
+            story.cluster,
+            &["get", "components", "statestore", "-n", ns, "-o", "json"],
+            None,
+        )
+        .await,
+    );
+    let component: Value = serde_json::from_str(&out.stdout).unwrap();
+    let apps: BTreeSet<&str> = component["status"]["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["appId"].as_str())
+        .collect();
+    assert_eq!(apps, BTreeSet::from(["checkout", "orders"]), "{component}");
+}
+
+/// 5. orders invokes checkout through the sidecars: by checkout's kubernetes name, over mutual
+///    TLS with both SVIDs from sentry; checkout's app sees the call and who made it.
+async fn step5_orders_invokes_checkout_over_mtls(sidecars: &Sidecars) {
+    let response = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{}/v1.0/invoke/checkout/method/pay?x=1",
+            sidecars.orders_http
+        ))
+        .header("content-type", "application/json")
+        .header("x-order", "order-1")
+        .body(r#"{"amount":12}"#)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    assert_eq!(
+        status,
+        200,
+        "{text}\norders:\n{}\ncheckout:\n{}",
+        sidecars.orders.logs(),
+        sidecars.checkout.logs()
+    );
+    let seen: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(seen["method"], "POST", "{seen}");
+    assert_eq!(seen["path"], "/pay", "{seen}");
+    assert_eq!(seen["body"], r#"{"amount":12}"#, "{seen}");
+    assert_eq!(seen["headers"]["dapr-caller-app-id"], "orders", "{seen}");
+    assert_eq!(seen["headers"]["x-order"], "order-1", "{seen}");
+    let logs = sidecars.orders.logs();
+    assert!(
+        logs.contains(&sidecars.checkout_name)
+            && logs.contains(&format!("{}:{INTERNAL_PORT}", sidecars.checkout_ip)),
+        "orders resolved {}:\n{logs}",
+        sidecars.checkout_name
+    );
 }
 
 /// 6. A misspelled annotation is a warning in `kubectl apply`'s output; a broken Component is
