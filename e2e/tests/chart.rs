@@ -485,8 +485,8 @@ async fn step1_install(story: &Story) {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let install = must("helm install", helm(cluster, &args).await);
     assert!(
-        install.stdout.contains("helm upgrade"),
-        "the first install's NOTES tell how to enable Component validation: {}",
+        !install.stdout.contains("helm upgrade") && install.stdout.contains("caBundle current"),
+        "the NOTES ask for no upgrade: the operator keeps the Component webhook's caBundle: {}",
         install.stdout
     );
     for crd in [
@@ -590,8 +590,8 @@ async fn step1_install(story: &Story) {
 
 /// 2. The control plane runs from its pods with the chart's ServiceAccounts: sentry creates the
 ///    trust bundle, the operator and the injector get certificates from it, the injector
-///    applies the webhook's caBundle (owning only that field), and the `helm upgrade` the
-///    NOTES ask for gives the Component webhook its caBundle.
+///    applies the webhook's caBundle (owning only that field), and the operator does the same
+///    for the Component webhook, so a broken Component is refused right after `helm install`.
 async fn step2_control_plane(story: &Story) -> ControlPlane {
     let sentry_pod = story.control_plane_pod("dapr-sentry").await;
     let sentry = story
@@ -674,32 +674,28 @@ async fn step2_control_plane(story: &Story) -> ControlPlane {
     })
     .await;
 
-    // As the first install's NOTES say: one `helm upgrade` once sentry has created the bundle.
-    assert_eq!(story.validator_ca_bundle().await, None);
-    must(
-        "helm upgrade --reuse-values",
-        helm(
-            story.cluster,
-            &[
-                "upgrade",
-                RELEASE,
-                chart_dir().to_str().unwrap(),
-                "-n",
-                NAMESPACE,
-                "--reuse-values",
-            ],
-        )
-        .await,
-    );
-    assert_eq!(
-        story.validator_ca_bundle().await.as_deref(),
-        Some(&*anchors)
-    );
-    assert_eq!(
-        story.injector_ca_bundle().await.as_deref(),
-        Some(&*anchors),
-        "Helm's upgrade left the injector's caBundle alone"
-    );
+    // No `helm upgrade`: the operator's leader applies the Component webhook's caBundle
+    // (server-side apply, field manager daprs-operator, owning only that field).
+    let bundle = eventually(
+        60,
+        "the operator to apply the Component webhook's caBundle",
+        || async { story.validator_ca_bundle().await },
+    )
+    .await;
+    assert_eq!(bundle, anchors, "caBundle = the trust anchors");
+    let vwcs: Api<ValidatingWebhookConfiguration> = Api::all(story.client());
+    let vwc = vwcs.get("daprs-component-validator").await.unwrap();
+    let managed = serde_json::to_value(vwc.metadata.managed_fields.unwrap()).unwrap();
+    let operator_fields = managed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["manager"] == "daprs-operator")
+        .expect("the operator's field manager")["fieldsV1"]
+        .to_string();
+    assert!(operator_fields.contains("f:caBundle"), "{operator_fields}");
+    assert!(!operator_fields.contains("f:rules"), "{operator_fields}");
+    a_broken_component_is_refused(story).await;
     control_plane
 }
 
@@ -1231,6 +1227,13 @@ async fn step6_mistakes_are_reported(story: &Story) {
         out.stderr
     );
 
+    a_broken_component_is_refused(story).await;
+}
+
+/// A Component missing `redisHost` (misspelled `redisHots`) is refused by the operator's
+/// webhook, naming the field and the misspelling.
+async fn a_broken_component_is_refused(story: &Story) {
+    let ns = story.apps.name();
     let broken = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\nspec:\n  type: state.redis\n  version: v1\n  metadata:\n    - name: redisHots\n      value: localhost:6379\n";
     // The API server picks up webhook configurations after a moment.
     let refused = eventually(30, "the Component webhook to refuse", || async {

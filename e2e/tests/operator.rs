@@ -17,6 +17,7 @@ use daprs_api::proto::operator::*;
 use daprs_api::sentry_client::{self, SvidRequest};
 use daprs_api::tls::{self, PeerMatcher, SpiffeServerVerifier, SvidResolver, TrustAnchors};
 use daprs_e2e::{Cluster, TempNs};
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Service;
 use kube::Api;
 use serde_json::{Value, json};
@@ -116,6 +117,36 @@ async fn install_crds(cluster: &Cluster) {
     .await;
 }
 
+/// The Component ValidatingWebhookConfiguration of a control plane (cluster-scoped, so one
+/// per test); the RBAC fixture lets the operator get and patch it alone.
+fn component_webhook_name(cp: &TempNs) -> String {
+    format!("daprs-components-{}", cp.name())
+}
+
+/// The caBundle of every webhook of the configuration `name` (None: no configuration, or a
+/// webhook without one), and whether the `daprs-operator` field manager owns only caBundles.
+async fn component_webhook_ca_bundle(client: kube::Client, name: &str) -> Option<(String, bool)> {
+    let api: Api<ValidatingWebhookConfiguration> = Api::all(client);
+    let config = api.get_opt(name).await.ok()??;
+    let mut bundles: Vec<String> = Vec::new();
+    for webhook in config.webhooks.unwrap_or_default() {
+        bundles.push(String::from_utf8(webhook.client_config.ca_bundle?.0).ok()?);
+    }
+    bundles.dedup();
+    let [bundle] = <[String; 1]>::try_from(bundles).ok()?;
+    let managed = serde_json::to_value(config.metadata.managed_fields.unwrap_or_default()).ok()?;
+    let ours = managed
+        .as_array()?
+        .iter()
+        .find(|m| m["manager"] == "daprs-operator")?["fieldsV1"]
+        .to_string();
+    let only_ca_bundle = ours.contains("f:caBundle")
+        && !ours.contains("f:rules")
+        && !ours.contains("f:url")
+        && !ours.contains("f:failurePolicy");
+    Some((bundle, only_ca_bundle))
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -149,6 +180,7 @@ impl Fixture {
         let cluster_role = format!("daprs-operator-{}", cp.name());
         let rbac = include_str!("../fixtures/operator-rbac.yaml")
             .replace("CLUSTER_ROLE", &cluster_role)
+            .replace("COMPONENT_WEBHOOK", &component_webhook_name(&cp))
             .replace("NAMESPACE", cp.name());
         kubectl(cluster, &["apply", "-f", "-"], Some(rbac)).await;
 
@@ -247,6 +279,7 @@ impl Fixture {
 
     async fn start_operator(&mut self, extra: &[&str]) {
         let port = self.webhook_port.to_string();
+        let webhook_name = component_webhook_name(&self.cp);
         let tls_dir = self.dir.path().join("webhook-tls");
         let anchors = self.anchors_path();
         let mut argv = vec![
@@ -273,6 +306,8 @@ impl Fixture {
             anchors.to_str().unwrap(),
             "--watch-namespace",
             self.apps.name(),
+            "--component-webhook-name",
+            &webhook_name,
         ];
         argv.extend_from_slice(extra);
         let args = daprs_operator::config::Args::parse_from(argv);
@@ -351,7 +386,7 @@ impl Fixture {
             &[
                 "delete",
                 "validatingwebhookconfiguration",
-                &format!("daprs-components-{}", self.cp.name()),
+                &component_webhook_name(&self.cp),
                 "--ignore-not-found",
             ],
             None,
@@ -418,9 +453,12 @@ async fn real_dapr_manifests_apply_and_bad_ones_are_refused_with_the_reason() {
 #[tokio::test]
 async fn the_component_webhook_denies_broken_components_and_warns_about_typos() {
     let f = Fixture::new(&["--disable-crd-apply"], false).await;
+    // As the chart renders it: no caBundle; the operator's leader applies it (here the
+    // ca.crt of --webhook-tls-dir, the CA of the certificate its webhooks serve).
+    let name = component_webhook_name(&f.cp);
     let webhook = json!({
         "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": format!("daprs-components-{}", f.cp.name())},
+        "metadata": {"name": name},
         "webhooks": [{
             "name": "components.operator.daprs.dev",
             "admissionReviewVersions": ["v1"],
@@ -430,11 +468,19 @@ async fn the_component_webhook_denies_broken_components_and_warns_about_typos() 
             "rules": [{"apiGroups": ["dapr.io"], "apiVersions": ["v1alpha1"], "operations": ["CREATE", "UPDATE"], "resources": ["components"]}],
             "clientConfig": {
                 "url": format!("https://127.0.0.1:{}{}", f.webhook_port, daprs_operator::webhook::VALIDATE_PATH),
-                "caBundle": base64_of(f.cluster.connection().ca_pem()),
             }
         }]
     });
     kubectl(f.cluster, &["apply", "-f", "-"], Some(webhook.to_string())).await;
+    let (bundle, only_ca_bundle) = eventually(30, "the operator to apply the caBundle", || {
+        component_webhook_ca_bundle(f.cluster.client(), &name)
+    })
+    .await;
+    assert_eq!(bundle, f.cluster.connection().ca_pem());
+    assert!(
+        only_ca_bundle,
+        "the field manager daprs-operator owns only caBundle"
+    );
     let missing_host = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: broken\nspec:\n  type: state.redis\n  version: v1\n  metadata:\n    - name: redisHots\n      value: redis:6379\n";
     // The configuration reaches the API server's informer after a moment.
     let err = eventually(30, "the webhook to answer", || async {
@@ -460,11 +506,6 @@ async fn the_component_webhook_denies_broken_components_and_warns_about_typos() 
         "unknown types are a warning: {err}"
     );
     f.cleanup().await;
-}
-
-fn base64_of(text: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(text)
 }
 
 #[tokio::test]
@@ -883,8 +924,10 @@ async fn the_operator_gets_its_certificate_from_sentry_with_its_service_account_
         .replace("NAMESPACE", cp.name());
     kubectl(cluster, &["apply", "-f", "-"], Some(rbac)).await;
     let operator_role = format!("daprs-operator-{}", cp.name());
+    let webhook_name = component_webhook_name(&cp);
     let rbac = include_str!("../fixtures/operator-rbac.yaml")
         .replace("CLUSTER_ROLE", &operator_role)
+        .replace("COMPONENT_WEBHOOK", &webhook_name)
         .replace("NAMESPACE", cp.name());
     kubectl(cluster, &["apply", "-f", "-"], Some(rbac)).await;
     let sentry_client = cp.client_for_service_account("dapr-sentry").await.unwrap();
@@ -1030,6 +1073,8 @@ async fn the_operator_gets_its_certificate_from_sentry_with_its_service_account_
         "--watch-namespace",
         apps.name(),
         "--disable-crd-apply",
+        "--component-webhook-name",
+        &webhook_name,
     ]);
     let operator = daprs_operator::start_in(
         args,
@@ -1099,6 +1144,54 @@ async fn the_operator_gets_its_certificate_from_sentry_with_its_service_account_
     let component: Value = serde_json::from_slice(&listed[0]).unwrap();
     assert_eq!(component["metadata"]["name"], "statestore");
 
+    // The Component webhook, as the chart renders it (no caBundle), is given the trust anchors
+    // the operator's webhooks serve their SVID under, and follows a rotation of the anchors
+    // file, with no helm upgrade.
+    let webhook = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": webhook_name},
+        "webhooks": [{
+            "name": "components.operator.daprs.dev",
+            "admissionReviewVersions": ["v1"],
+            "sideEffects": "None",
+            "failurePolicy": "Ignore",
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": apps.name()}},
+            "rules": [{"apiGroups": ["dapr.io"], "apiVersions": ["v1alpha1"], "operations": ["CREATE", "UPDATE"], "resources": ["components"]}],
+            "clientConfig": {"service": {"namespace": cp.name(), "name": "dapr-webhook",
+                                         "path": daprs_operator::webhook::VALIDATE_PATH}}
+        }]
+    });
+    kubectl(cluster, &["apply", "-f", "-"], Some(webhook.to_string())).await;
+    let bundle_is = |want: String| {
+        let name = webhook_name.clone();
+        move || {
+            let (name, want) = (name.clone(), want.clone());
+            async move {
+                let (bundle, only_ca_bundle) =
+                    component_webhook_ca_bundle(cluster.client(), &name).await?;
+                assert!(
+                    only_ca_bundle,
+                    "the field manager daprs-operator owns only caBundle"
+                );
+                (bundle == want).then_some(())
+            }
+        }
+    };
+    eventually(
+        30,
+        "the caBundle to be the trust anchors",
+        bundle_is(anchors_pem.clone()),
+    )
+    .await;
+    let rotated = format!("{anchors_pem}{anchors_pem}");
+    std::fs::write(&anchors_file, &rotated).unwrap();
+    eventually(
+        40,
+        "the caBundle to follow the rotated anchors file",
+        bundle_is(rotated),
+    )
+    .await;
+
     operator.stop().await.unwrap();
     sentry.stop().await.unwrap();
     let _ = kubectl_raw(
@@ -1108,6 +1201,17 @@ async fn the_operator_gets_its_certificate_from_sentry_with_its_service_account_
             "clusterrole,clusterrolebinding",
             &sentry_role,
             &operator_role,
+        ],
+        None,
+    )
+    .await;
+    let _ = kubectl_raw(
+        cluster,
+        &[
+            "delete",
+            "validatingwebhookconfiguration",
+            &webhook_name,
+            "--ignore-not-found",
         ],
         None,
     )

@@ -115,6 +115,11 @@ pub struct Args {
     /// `dapr-webhook` Service.
     #[arg(long)]
     pub webhook_url: Option<String>,
+    /// daprs: the Component ValidatingWebhookConfiguration whose caBundle the leader keeps
+    /// equal to the trust anchors (server-side apply, field manager `daprs-operator`); empty:
+    /// leave every caBundle alone.
+    #[arg(long, env = "DAPRS_COMPONENT_WEBHOOK_NAME", default_value = crate::component_webhook::DEFAULT_NAME)]
+    pub component_webhook_name: String,
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -132,6 +137,7 @@ mod tests {
         assert_eq!(args.healthz_port, 8080);
         assert_eq!(args.metrics_port, 9090);
         assert_eq!(args.config, "daprsystem");
+        assert_eq!(args.component_webhook_name, "daprs-component-validator");
         assert!(!args.disable_leader_election);
         assert_eq!(
             args.trust_anchors_file,

@@ -4,11 +4,13 @@
 //! Module map: [`watch`] feeds one [`hub`] per resource kind → [`api`] serves them to sidecars
 //! (with [`secrets`] inlined, [`pods`] for `dapr.io/config`) and [`status`] records what the
 //! sidecars report; [`leader`] runs [`service`] and the status aggregation on one replica;
-//! [`webhook`] converts Subscriptions and [`validate`]s Components; [`crds`] renders and
+//! [`webhook`] converts Subscriptions and [`validate`]s Components ([`component_webhook`] keeps
+//! its caBundle); [`crds`] renders and
 //! applies the CRDs; [`identity`] keeps the operator's SVID.
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod component_webhook;
 pub mod config;
 pub mod crds;
 pub mod hub;
@@ -305,6 +307,7 @@ pub async fn start_in(args: Args, env: Environment) -> Result<Running, Error> {
         disable_crd_apply,
         ref webhook_tls_dir,
         ref webhook_url,
+        ref component_webhook_name,
         log: _,
     } = args;
     // The watchdog flags were validated by the parser (only "off" is accepted).
@@ -511,6 +514,8 @@ pub async fn start_in(args: Args, env: Environment) -> Result<Running, Error> {
         ));
     }
 
+    // What the API server must trust to call the webhooks, for the Component webhook's keeper.
+    let (bundle_tx, bundle_rx) = signal::channel(ca_bundle.clone());
     // A rotated root: new anchors for every later handshake, and a fresh caBundle.
     {
         let (anchors, client, namespace, file, url, mut stop) = (
@@ -537,6 +542,7 @@ pub async fn start_in(args: Args, env: Environment) -> Result<Running, Error> {
                             tracing::info!("trust anchors changed; using the new ones");
                             if uses_anchors {
                                 bundle = pem.clone();
+                                bundle_tx.send_replace(bundle.clone());
                             }
                         }
                         Err(error) => {
@@ -569,8 +575,12 @@ pub async fn start_in(args: Args, env: Environment) -> Result<Running, Error> {
         let ns = watch_namespace.clone();
         let mtls_enabled = control_plane.mtls_enabled;
         let (anchors_file, cp_namespace) = (trust_anchors_file.clone(), env.namespace.clone());
+        // Without the webhooks (ENABLE_WEBHOOKS=false) there is nothing for the API server to call.
+        let component_webhook =
+            Some(component_webhook_name.clone()).filter(|n| webhooks_enabled && !n.is_empty());
         move |stop: signal::Receiver<bool>| {
             let (client, metrics, ns) = (client.clone(), metrics.clone(), ns.clone());
+            let (component_webhook, bundle_rx) = (component_webhook.clone(), bundle_rx.clone());
             let bundles = trust_bundle::run(
                 client.clone(),
                 anchors_file.clone(),
@@ -591,7 +601,12 @@ pub async fn start_in(args: Args, env: Environment) -> Result<Running, Error> {
                     }
                 };
                 let statuses = status::run(client.clone(), ns.clone(), stop.clone());
-                futures::future::join3(services, statuses, bundles).await;
+                let ca_bundle = async {
+                    if let Some(name) = component_webhook {
+                        component_webhook::run(client.clone(), name, bundle_rx, stop.clone()).await;
+                    }
+                };
+                futures::future::join4(services, statuses, bundles, ca_bundle).await;
                 metrics.leader.set(0);
             }
         }

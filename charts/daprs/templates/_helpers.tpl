@@ -56,6 +56,12 @@ dapr-sentry.{{ .Release.Namespace }}.svc{{ .Values.global.dnsSuffix }}:{{ .Value
 {{- end -}}
 {{- end -}}
 
+{{/* The Component ValidatingWebhookConfiguration: rendered in operator.yaml, its name passed to
+the operator (--component-webhook-name) and its RBAC limited to it. */}}
+{{- define "daprs.componentWebhookName" -}}
+daprs-component-validator
+{{- end -}}
+
 {{/* The audience of the control plane's tokens for sentry (sentry's SPIFFE id). */}}
 {{- define "daprs.sentryAudience" -}}
 spiffe://{{ .Values.global.mtls.controlPlaneTrustDomain }}/ns/{{ .Release.Namespace }}/dapr-sentry
