@@ -1,9 +1,13 @@
 //! Service-invocation benchmark (`cargo bench -p daprs-sidecar --bench invoke`), Dapr's
 //! perf-test shape: a fixed 1,000 requests/s of 1 KB POSTs over 16 connections, open loop
-//! (latency counted from each request's scheduled time, so a stall is not hidden), first
+//! (a request delayed by the previous one on its connection counts from its scheduled time,
+//! so a stall is not hidden; the others from when they are sent, so the timer's up-to-1 ms
+//! lateness in waking the load generator is not counted), first
 //! straight to the app, then app -> daprd -> mTLS -> daprd -> app, in the same run. Reports
 //! p50/p90/p99 of both and the added latency, plus CPU (mCPU over the run) and RSS of each
-//! sidecar. sentry runs in-process; the sidecars are the release `daprd` binary.
+//! sidecar (sampled every 100 ms during the run: mean and maximum; and the process's peak),
+//! and the machine's load average before and after (other work on the machine skews the
+//! numbers). sentry runs in-process; the sidecars are the release `daprd` binary.
 //! Tunables: INVOKE_SECONDS (default 20), INVOKE_RATE (1000), INVOKE_CONNECTIONS (16).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -65,6 +69,34 @@ fn cpu_ticks(pid: u32) -> u64 {
     };
     // Fields after the command: state(0) ... utime(11) stime(12).
     get(11) + get(12)
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// Samples VmRSS (KiB) of `pids` every 100 ms until `stop` is set; per pid (mean, max).
+fn sample_rss(
+    pids: Vec<u32>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<(u64, u64)>> {
+    std::thread::spawn(move || {
+        let mut sums = vec![(0u64, 0u64, 0u64); pids.len()]; // (sum, count, max)
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            for (pid, acc) in pids.iter().zip(sums.iter_mut()) {
+                let rss = status_kib(*pid, "VmRSS:");
+                acc.0 += rss;
+                acc.1 += 1;
+                acc.2 = acc.2.max(rss);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        sums.into_iter()
+            .map(|(sum, n, max)| (sum / n.max(1), max))
+            .collect()
+    })
 }
 
 async fn echo_app() -> u16 {
@@ -143,9 +175,19 @@ async fn fixed_rate(url: &str, rate: u64, seconds: u64, connections: u64) -> Run
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(total_per_conn as usize);
             let mut errors = 0;
+            let mut previous_done = Instant::now();
             for i in 0..total_per_conn {
                 let scheduled = start + offset + per_conn_interval.mul_f64(i as f64);
                 tokio::time::sleep_until(scheduled.into()).await;
+                // Open loop: a request held back because the previous one on this connection
+                // was still running counts from its scheduled time. Otherwise it counts from
+                // now: tokio's timer wakes up to 1 ms late, which is the load generator's
+                // lateness, not the server's.
+                let since = if previous_done > scheduled {
+                    scheduled
+                } else {
+                    Instant::now()
+                };
                 let ok = client
                     .post(&url)
                     .body(body.clone())
@@ -156,10 +198,11 @@ async fn fixed_rate(url: &str, rate: u64, seconds: u64, connections: u64) -> Run
                 match ok {
                     Some(r) => {
                         let _ = r.bytes().await;
-                        latencies.push(scheduled.elapsed().as_micros() as u64);
+                        latencies.push(since.elapsed().as_micros() as u64);
                     }
                     None => errors += 1,
                 }
+                previous_done = Instant::now();
             }
             (latencies, errors)
         }));
@@ -218,16 +261,29 @@ async fn run() {
     let _ = fixed_rate(&via, 200, 1, connections).await;
     let _ = fixed_rate(&direct, 200, 1, connections).await;
 
+    let load_before = loadavg();
+    let own0 = cpu_ticks(std::process::id());
     let direct_run = fixed_rate(&direct, rate, seconds, connections).await;
+    let own_ticks = cpu_ticks(std::process::id()) - own0;
     let (c0, s0) = (cpu_ticks(caller.0.id()), cpu_ticks(callee.0.id()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = sample_rss(vec![caller.0.id(), callee.0.id()], stop.clone());
     let via_run = fixed_rate(&via, rate, seconds, connections).await;
     let (c1, s1) = (cpu_ticks(caller.0.id()), cpu_ticks(callee.0.id()));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let rss = sampler.join().unwrap();
+    let load_after = loadavg();
+    let rss_split: Vec<(u64, u64)> = [caller.0.id(), callee.0.id()]
+        .iter()
+        .map(|pid| (status_kib(*pid, "RssAnon:"), status_kib(*pid, "RssFile:")))
+        .collect();
     let secs = via_run.elapsed.as_secs_f64();
     let mcpu = |t: u64| t as f64 * 10.0 / secs; // 100 ticks/s -> 1 tick = 10 ms
 
     println!(
         "service invocation, {rate} req/s, 1 KB POST, {connections} connections, {seconds} s each, open loop"
     );
+    println!("load average (1/5/15 min): {load_before} before, {load_after} after");
     println!("| path | requests | errors | p50 ms | p90 ms | p99 ms |");
     println!("|---|---|---|---|---|---|");
     for (name, r) in [
@@ -249,14 +305,22 @@ async fn run() {
         pct(&via_run.latencies_us, 0.9) - pct(&direct_run.latencies_us, 0.9),
         pct(&via_run.latencies_us, 0.99) - pct(&direct_run.latencies_us, 0.99)
     );
-    for (name, p, ticks) in [("caller", &caller, c1 - c0), ("callee", &callee, s1 - s0)] {
+    for (((name, p, ticks), (rss_mean, rss_max)), (anon, file)) in
+        [("caller", &caller, c1 - c0), ("callee", &callee, s1 - s0)]
+            .into_iter()
+            .zip(rss)
+            .zip(rss_split)
+    {
         println!(
-            "{name} daprd: CPU {:.0} mCPU, RSS {} KiB (peak {} KiB)",
+            "{name} daprd: CPU {:.0} mCPU; RSS during the run mean {rss_mean} KiB, max {rss_max} KiB (process peak {} KiB; at the end {anon} KiB anonymous, {file} KiB file-backed)",
             mcpu(ticks),
-            status_kib(p.0.id(), "VmRSS:"),
             status_kib(p.0.id(), "VmHWM:")
         );
     }
+    println!(
+        "for scale: this process (load generator and echo app, plain HTTP) used {:.0} mCPU during the direct run",
+        own_ticks as f64 * 10.0 / direct_run.elapsed.as_secs_f64()
+    );
     assert!(
         !via_run.latencies_us.is_empty() && !direct_run.latencies_us.is_empty(),
         "no request succeeded"
