@@ -111,6 +111,10 @@ async fn main() {
     let rbac = std::fs::read_to_string(repo().join("e2e/fixtures/operator-rbac.yaml"))
         .unwrap()
         .replace("CLUSTER_ROLE", "daprs-operator-bench")
+        .replace(
+            "COMPONENT_WEBHOOK",
+            daprs_operator::component_webhook::DEFAULT_NAME,
+        )
         .replace("NAMESPACE", cp.name());
     let mut apply = cluster.kubectl();
     apply
