@@ -8,7 +8,8 @@
 //! sidecar (sampled every 100 ms during the run: mean and maximum; and the process's peak),
 //! and the machine's load average before and after (other work on the machine skews the
 //! numbers). sentry runs in-process; the sidecars are the release `daprd` binary.
-//! Tunables: INVOKE_SECONDS (default 20), INVOKE_RATE (1000), INVOKE_CONNECTIONS (16).
+//! Tunables: INVOKE_SECONDS (default 20), INVOKE_RATE (1000), INVOKE_CONNECTIONS (16), and
+//! INVOKE_DAPRD, another daprd binary to measure (e.g. a size-optimised or static build).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../tests/support/mod.rs"]
@@ -114,7 +115,9 @@ fn daprd(
     registry: &std::path::Path,
 ) -> (Proc, u16) {
     let http = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_daprd"))
+    let binary =
+        std::env::var_os("INVOKE_DAPRD").unwrap_or_else(|| env!("CARGO_BIN_EXE_daprd").into());
+    let child = Command::new(binary)
         .args(["--app-id", app_id, "--dapr-listen-addresses", "127.0.0.1"])
         .args(["--app-port", &app_port.to_string()])
         .args(["--dapr-http-port", &http.to_string()])
@@ -284,6 +287,12 @@ async fn run() {
         "service invocation, {rate} req/s, 1 KB POST, {connections} connections, {seconds} s each, open loop"
     );
     println!("load average (1/5/15 min): {load_before} before, {load_after} after");
+    if let Some(binary) = std::env::var_os("INVOKE_DAPRD") {
+        println!(
+            "daprd: {} (INVOKE_DAPRD)",
+            std::path::Path::new(&binary).display()
+        );
+    }
     println!("| path | requests | errors | p50 ms | p90 ms | p99 ms |");
     println!("|---|---|---|---|---|---|");
     for (name, r) in [
