@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 use crate::api::{DeleteItem, SaveItem, Shared, TxOp};
 use crate::errors::{self, ApiError};
 use crate::runtime::RUNTIME_VERSION;
-use crate::state::{Concurrency, Consistency};
+use crate::state::{Concurrency, Consistency, StoreError};
 
 /// Header that carries the API token.
 pub const API_TOKEN_HEADER: &str = "dapr-api-token";
@@ -226,7 +226,12 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
     response
 }
 
-fn options_of(options: Option<&Value>) -> Result<(Concurrency, Consistency), ApiError> {
+/// The `options` of a state item (names matched case-insensitively, as Dapr does). A value
+/// other than Dapr's is refused with the store's error, which `bad_option` builds.
+fn options_of(
+    options: Option<&Value>,
+    bad_option: &dyn Fn(String) -> ApiError,
+) -> Result<(Concurrency, Consistency), ApiError> {
     let get = |name: &str| -> String {
         options
             .and_then(Value::as_object)
@@ -238,8 +243,8 @@ fn options_of(options: Option<&Value>) -> Result<(Concurrency, Consistency), Api
             .unwrap_or_default()
             .to_owned()
     };
-    let concurrency = Concurrency::parse(&get("concurrency")).map_err(errors::malformed)?;
-    let consistency = Consistency::parse(&get("consistency")).map_err(errors::malformed)?;
+    let concurrency = Concurrency::parse(&get("concurrency")).map_err(bad_option)?;
+    let consistency = Consistency::parse(&get("consistency")).map_err(bad_option)?;
     Ok((concurrency, consistency))
 }
 
@@ -261,14 +266,18 @@ fn string_map(value: Option<&Value>) -> BTreeMap<String, String> {
 }
 
 /// The JSON body of a state item (`{key, value, etag, metadata, options}`).
-fn save_item(value: &Value, query_meta: &BTreeMap<String, String>) -> Result<SaveItem, ApiError> {
+fn save_item(
+    value: &Value,
+    query_meta: &BTreeMap<String, String>,
+    bad_option: &dyn Fn(String) -> ApiError,
+) -> Result<SaveItem, ApiError> {
     let key = value
         .get("key")
         .and_then(Value::as_str)
         .filter(|k| !k.is_empty())
         .ok_or_else(|| errors::malformed("\"key\" is a required field"))?;
     let data = value.get("value").cloned().unwrap_or(Value::Null);
-    let (concurrency, consistency) = options_of(value.get("options"))?;
+    let (concurrency, consistency) = options_of(value.get("options"), bad_option)?;
     let mut metadata = string_map(value.get("metadata"));
     for (k, v) in query_meta {
         metadata.entry(k.clone()).or_insert_with(|| v.clone());
@@ -409,10 +418,8 @@ async fn get_state(State(rt): State<Shared>, raw: RawPathParams, uri: Uri) -> Re
         Ok(p) => p,
         Err(r) => return r,
     };
-    let consistency = match Consistency::parse(&query_value(&uri, "consistency")) {
-        Ok(c) => c,
-        Err(e) => return errors::malformed(e).into_response(),
-    };
+    // Reads ignore an unknown consistency, as Dapr's stores do.
+    let consistency = Consistency::parse(&query_value(&uri, "consistency")).unwrap_or_default();
     let metadata = request_metadata(&uri);
     match rt
         .get_state(param(&p, "store"), param(&p, "key"), consistency, &metadata)
@@ -461,11 +468,15 @@ async fn save_state(
             )
         })?;
         let meta = request_metadata(&uri);
+        let store = param(&p, "store");
+        let bad_option = |m: String| {
+            rt.state_option_error(store, errors::state_save(store, &StoreError::BadRequest(m)))
+        };
         let items = list
             .iter()
-            .map(|v| save_item(v, &meta))
+            .map(|v| save_item(v, &meta, &bad_option))
             .collect::<Result<Vec<_>, _>>()?;
-        rt.save_state(param(&p, "store"), items).await
+        rt.save_state(store, items).await
     }
     .await;
     match result {
@@ -485,10 +496,14 @@ async fn delete_state(
         Err(r) => return r,
     };
     let result = async {
+        let (store, key) = (param(&p, "store"), param(&p, "key"));
+        let bad_option = |m: String| {
+            rt.state_option_error(store, errors::state_delete(key, &StoreError::BadRequest(m)))
+        };
         let concurrency =
-            Concurrency::parse(&query_value(&uri, "concurrency")).map_err(errors::malformed)?;
+            Concurrency::parse(&query_value(&uri, "concurrency")).map_err(bad_option)?;
         let consistency =
-            Consistency::parse(&query_value(&uri, "consistency")).map_err(errors::malformed)?;
+            Consistency::parse(&query_value(&uri, "consistency")).map_err(bad_option)?;
         let etag = headers
             .get(header::IF_MATCH)
             .and_then(|v| v.to_str().ok())
@@ -594,6 +609,10 @@ async fn transaction(
         for (k, v) in request_metadata(&uri) {
             metadata.entry(k).or_insert(v);
         }
+        let store = param(&p, "store");
+        let bad_option = |m: String| {
+            rt.state_option_error(store, errors::state_transaction(&StoreError::BadRequest(m)))
+        };
         let mut ops = Vec::new();
         for op in value
             .get("operations")
@@ -607,9 +626,13 @@ async fn transaction(
                 .unwrap_or_default();
             let request = op.get("request").cloned().unwrap_or(Value::Null);
             match kind {
-                "upsert" => ops.push(TxOp::Upsert(save_item(&request, &BTreeMap::new())?)),
+                "upsert" => ops.push(TxOp::Upsert(save_item(
+                    &request,
+                    &BTreeMap::new(),
+                    &bad_option,
+                )?)),
                 "delete" => {
-                    let item = save_item(&request, &BTreeMap::new())?;
+                    let item = save_item(&request, &BTreeMap::new(), &bad_option)?;
                     ops.push(TxOp::Delete(DeleteItem {
                         key: item.key,
                         etag: item.etag,
@@ -621,7 +644,7 @@ async fn transaction(
                 other => return Err(errors::unsupported_operation(other)),
             }
         }
-        rt.transact_state(param(&p, "store"), ops, &metadata).await
+        rt.transact_state(store, ops, &metadata).await
     }
     .await;
     match result {
