@@ -3,6 +3,7 @@
 //! the body limit and the fall-through of unknown paths to service invocation).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
@@ -16,6 +17,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::api::{DeleteItem, SaveItem, Shared, TxOp};
+use crate::api_access::ApiAccess;
 use crate::errors::{self, ApiError};
 use crate::runtime::RUNTIME_VERSION;
 use crate::state::{Concurrency, Consistency, StoreError};
@@ -25,9 +27,12 @@ pub const API_TOKEN_HEADER: &str = "dapr-api-token";
 /// Header that makes `POST /v1.0/shutdown` exit at once.
 pub const FORCE_SHUTDOWN_HEADER: &str = "dapr-force-shutdown";
 
-/// The API router, path cleanup included (serve it with `into_make_service`).
+/// The API router, path cleanup included (serve it with `into_make_service`). Routes the
+/// Configuration's `spec.api` turns off are served as unknown paths are.
 pub fn router(rt: Shared) -> Router {
     let max_body = rt.max_body_bytes;
+    let access = Arc::new(ApiAccess::new(rt.configuration.api.as_ref()));
+    let (not_found, not_allowed) = (access.clone(), access.clone());
     let api = Router::new()
         .route("/v1.0/healthz", get(healthz))
         .route("/v1.0/healthz/outbound", get(healthz_outbound))
@@ -50,8 +55,21 @@ pub fn router(rt: Shared) -> Router {
         )
         .route("/v1.0/secrets/{store}/bulk", get(bulk_secrets))
         .route("/v1.0/secrets/{store}/{key}", get(get_secret))
-        .fallback(fallback)
-        .method_not_allowed_fallback(fallback)
+        .route_layer(middleware::from_fn_with_state(
+            (rt.clone(), access),
+            api_allowed,
+        ))
+        .fallback(move |State(rt): State<Shared>, request: Request| {
+            unrouted(rt, not_found.clone(), request, StatusCode::NOT_FOUND)
+        })
+        .method_not_allowed_fallback(move |State(rt): State<Shared>, request: Request| {
+            unrouted(
+                rt,
+                not_allowed.clone(),
+                request,
+                StatusCode::METHOD_NOT_ALLOWED,
+            )
+        })
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(rt.clone(), api_token))
         .layer(middleware::from_fn_with_state(rt.clone(), observe));
@@ -60,12 +78,62 @@ pub fn router(rt: Shared) -> Router {
 
 /// The public port: health and metadata only, without the API token.
 pub fn public_router(rt: Shared) -> Router {
+    let access = Arc::new(ApiAccess::new(rt.configuration.api.as_ref()));
     Router::new()
         .route("/v1.0/healthz", get(healthz))
         .route("/v1.0/healthz/outbound", get(healthz_outbound))
         .route("/v1.0/metadata", get(get_metadata))
         .route("/v1.0/metadata/{key}", axum::routing::put(put_metadata))
+        .route_layer(middleware::from_fn_with_state(access, public_api_allowed))
         .with_state(rt)
+}
+
+/// Serves a matched route only when the Configuration's `spec.api` allows it; otherwise the
+/// request goes where an unknown path goes.
+async fn api_allowed(
+    State((rt, access)): State<(Shared, Arc<ApiAccess>)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match request.extensions().get::<MatchedPath>() {
+        Some(route) if !access.http_allows(route.as_str()) => {
+            unrouted(rt, access, request, StatusCode::NOT_FOUND).await
+        }
+        _ => next.run(request).await,
+    }
+}
+
+async fn public_api_allowed(
+    State(access): State<Arc<ApiAccess>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match request.extensions().get::<MatchedPath>() {
+        Some(route) if !access.http_allows(route.as_str()) => plain_not_found(),
+        _ => next.run(request).await,
+    }
+}
+
+/// A path no (allowed) route serves: service invocation's fall-through, as in Dapr, unless
+/// `spec.api` turns invocation off too; then Dapr has no fall-through and answers a plain 404
+/// (405 for a route that exists with another method).
+async fn unrouted(
+    rt: Shared,
+    access: Arc<ApiAccess>,
+    request: Request,
+    status: StatusCode,
+) -> Response {
+    if access.http_allows(crate::api_access::INVOKE_ROUTE) {
+        fallback(State(rt), request).await
+    } else if status == StatusCode::NOT_FOUND {
+        plain_not_found()
+    } else {
+        status.into_response()
+    }
+}
+
+fn plain_not_found() -> Response {
+    (StatusCode::NOT_FOUND, "404 page not found\n").into_response()
 }
 
 /// Collapses `//` runs and drops a trailing `/` (no route ends in one), before routing.
