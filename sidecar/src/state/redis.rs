@@ -7,7 +7,7 @@
 //! at start-up (`INFO replication`, `connected_slaves`), a strong write is followed by
 //! `WAIT <replicas> 1000` on the connection that wrote it, so daprd answers once the replicas
 //! acknowledged it (or after one second, which, as in Dapr, is not an error). Dapr waits on
-//! single saves only; daprs waits on strong deletes and transactions too. Without replicas there
+//! saves only; daprs waits on strong deletes and transactions too. Without replicas there
 //! is nothing to wait for and no `WAIT` is sent.
 
 use std::collections::BTreeMap;
