@@ -78,6 +78,15 @@ impl Runtime {
             .ok_or_else(|| errors::state_store_not_found(name, &self.app_id))
     }
 
+    /// The error for a bad `concurrency`/`consistency` option: `error` (the store's own
+    /// refusal, as Dapr's stores give it), unless the store itself is missing.
+    pub fn state_option_error(&self, name: &str, error: ApiError) -> ApiError {
+        match self.state_store(name) {
+            Ok(_) => error,
+            Err(missing) => missing,
+        }
+    }
+
     fn state_key(&self, store: &StateComponent, name: &str, key: &str) -> Result<String, ApiError> {
         if key.contains(KEY_SEPARATOR) {
             return Err(errors::illegal_key(name, key));

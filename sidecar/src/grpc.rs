@@ -19,6 +19,9 @@ use crate::state::{Concurrency, Consistency};
 
 pub use pb::dapr_server::DaprServer;
 
+/// The gRPC API service: [`DaprServer`] behind the Configuration's API allow and deny lists.
+pub type Server = crate::api_access::GrpcGuard<DaprServer<DaprApi>>;
+
 /// The metadata key that carries the API token.
 pub const API_TOKEN_METADATA: &str = "dapr-api-token";
 
@@ -35,12 +38,17 @@ impl DaprApi {
         DaprApi { rt }
     }
 
-    /// The server with the body limit of `--max-body-size`.
-    pub fn server(rt: Shared) -> DaprServer<DaprApi> {
+    /// The server with the body limit of `--max-body-size`, serving only the APIs the
+    /// Configuration's `spec.api` allows.
+    pub fn server(rt: Shared) -> Server {
         let max = rt.max_body_bytes;
-        DaprServer::new(DaprApi::new(rt))
+        let access = std::sync::Arc::new(crate::api_access::ApiAccess::new(
+            rt.configuration.api.as_ref(),
+        ));
+        let server = DaprServer::new(DaprApi::new(rt))
             .max_decoding_message_size(max)
-            .max_encoding_message_size(max)
+            .max_encoding_message_size(max);
+        crate::api_access::GrpcGuard::new(server, access)
     }
 
     /// Records `dapr_grpc_io_server_*` for one call.

@@ -3,6 +3,7 @@
 //! the body limit and the fall-through of unknown paths to service invocation).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
@@ -16,18 +17,22 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::api::{DeleteItem, SaveItem, Shared, TxOp};
+use crate::api_access::ApiAccess;
 use crate::errors::{self, ApiError};
 use crate::runtime::RUNTIME_VERSION;
-use crate::state::{Concurrency, Consistency};
+use crate::state::{Concurrency, Consistency, StoreError};
 
 /// Header that carries the API token.
 pub const API_TOKEN_HEADER: &str = "dapr-api-token";
 /// Header that makes `POST /v1.0/shutdown` exit at once.
 pub const FORCE_SHUTDOWN_HEADER: &str = "dapr-force-shutdown";
 
-/// The API router, path cleanup included (serve it with `into_make_service`).
+/// The API router, path cleanup included (serve it with `into_make_service`). Routes the
+/// Configuration's `spec.api` turns off are served as unknown paths are.
 pub fn router(rt: Shared) -> Router {
     let max_body = rt.max_body_bytes;
+    let access = Arc::new(ApiAccess::new(rt.configuration.api.as_ref()));
+    let (not_found, not_allowed) = (access.clone(), access.clone());
     let api = Router::new()
         .route("/v1.0/healthz", get(healthz))
         .route("/v1.0/healthz/outbound", get(healthz_outbound))
@@ -50,8 +55,21 @@ pub fn router(rt: Shared) -> Router {
         )
         .route("/v1.0/secrets/{store}/bulk", get(bulk_secrets))
         .route("/v1.0/secrets/{store}/{key}", get(get_secret))
-        .fallback(fallback)
-        .method_not_allowed_fallback(fallback)
+        .route_layer(middleware::from_fn_with_state(
+            (rt.clone(), access),
+            api_allowed,
+        ))
+        .fallback(move |State(rt): State<Shared>, request: Request| {
+            unrouted(rt, not_found.clone(), request, StatusCode::NOT_FOUND)
+        })
+        .method_not_allowed_fallback(move |State(rt): State<Shared>, request: Request| {
+            unrouted(
+                rt,
+                not_allowed.clone(),
+                request,
+                StatusCode::METHOD_NOT_ALLOWED,
+            )
+        })
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(rt.clone(), api_token))
         .layer(middleware::from_fn_with_state(rt.clone(), observe));
@@ -60,12 +78,62 @@ pub fn router(rt: Shared) -> Router {
 
 /// The public port: health and metadata only, without the API token.
 pub fn public_router(rt: Shared) -> Router {
+    let access = Arc::new(ApiAccess::new(rt.configuration.api.as_ref()));
     Router::new()
         .route("/v1.0/healthz", get(healthz))
         .route("/v1.0/healthz/outbound", get(healthz_outbound))
         .route("/v1.0/metadata", get(get_metadata))
         .route("/v1.0/metadata/{key}", axum::routing::put(put_metadata))
+        .route_layer(middleware::from_fn_with_state(access, public_api_allowed))
         .with_state(rt)
+}
+
+/// Serves a matched route only when the Configuration's `spec.api` allows it; otherwise the
+/// request goes where an unknown path goes.
+async fn api_allowed(
+    State((rt, access)): State<(Shared, Arc<ApiAccess>)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match request.extensions().get::<MatchedPath>() {
+        Some(route) if !access.http_allows(route.as_str()) => {
+            unrouted(rt, access, request, StatusCode::NOT_FOUND).await
+        }
+        _ => next.run(request).await,
+    }
+}
+
+async fn public_api_allowed(
+    State(access): State<Arc<ApiAccess>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match request.extensions().get::<MatchedPath>() {
+        Some(route) if !access.http_allows(route.as_str()) => plain_not_found(),
+        _ => next.run(request).await,
+    }
+}
+
+/// A path no (allowed) route serves: service invocation's fall-through, as in Dapr, unless
+/// `spec.api` turns invocation off too; then Dapr has no fall-through and answers a plain 404
+/// (405 for a route that exists with another method).
+async fn unrouted(
+    rt: Shared,
+    access: Arc<ApiAccess>,
+    request: Request,
+    status: StatusCode,
+) -> Response {
+    if access.http_allows(crate::api_access::INVOKE_ROUTE) {
+        fallback(State(rt), request).await
+    } else if status == StatusCode::NOT_FOUND {
+        plain_not_found()
+    } else {
+        status.into_response()
+    }
+}
+
+fn plain_not_found() -> Response {
+    (StatusCode::NOT_FOUND, "404 page not found\n").into_response()
 }
 
 /// Collapses `//` runs and drops a trailing `/` (no route ends in one), before routing.
@@ -226,7 +294,12 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
     response
 }
 
-fn options_of(options: Option<&Value>) -> Result<(Concurrency, Consistency), ApiError> {
+/// The `options` of a state item (names matched case-insensitively, as Dapr does). A value
+/// other than Dapr's is refused with the store's error, which `bad_option` builds.
+fn options_of(
+    options: Option<&Value>,
+    bad_option: &dyn Fn(String) -> ApiError,
+) -> Result<(Concurrency, Consistency), ApiError> {
     let get = |name: &str| -> String {
         options
             .and_then(Value::as_object)
@@ -238,8 +311,8 @@ fn options_of(options: Option<&Value>) -> Result<(Concurrency, Consistency), Api
             .unwrap_or_default()
             .to_owned()
     };
-    let concurrency = Concurrency::parse(&get("concurrency")).map_err(errors::malformed)?;
-    let consistency = Consistency::parse(&get("consistency")).map_err(errors::malformed)?;
+    let concurrency = Concurrency::parse(&get("concurrency")).map_err(bad_option)?;
+    let consistency = Consistency::parse(&get("consistency")).map_err(bad_option)?;
     Ok((concurrency, consistency))
 }
 
@@ -261,14 +334,18 @@ fn string_map(value: Option<&Value>) -> BTreeMap<String, String> {
 }
 
 /// The JSON body of a state item (`{key, value, etag, metadata, options}`).
-fn save_item(value: &Value, query_meta: &BTreeMap<String, String>) -> Result<SaveItem, ApiError> {
+fn save_item(
+    value: &Value,
+    query_meta: &BTreeMap<String, String>,
+    bad_option: &dyn Fn(String) -> ApiError,
+) -> Result<SaveItem, ApiError> {
     let key = value
         .get("key")
         .and_then(Value::as_str)
         .filter(|k| !k.is_empty())
         .ok_or_else(|| errors::malformed("\"key\" is a required field"))?;
     let data = value.get("value").cloned().unwrap_or(Value::Null);
-    let (concurrency, consistency) = options_of(value.get("options"))?;
+    let (concurrency, consistency) = options_of(value.get("options"), bad_option)?;
     let mut metadata = string_map(value.get("metadata"));
     for (k, v) in query_meta {
         metadata.entry(k.clone()).or_insert_with(|| v.clone());
@@ -409,10 +486,8 @@ async fn get_state(State(rt): State<Shared>, raw: RawPathParams, uri: Uri) -> Re
         Ok(p) => p,
         Err(r) => return r,
     };
-    let consistency = match Consistency::parse(&query_value(&uri, "consistency")) {
-        Ok(c) => c,
-        Err(e) => return errors::malformed(e).into_response(),
-    };
+    // Reads ignore an unknown consistency, as Dapr's stores do.
+    let consistency = Consistency::parse(&query_value(&uri, "consistency")).unwrap_or_default();
     let metadata = request_metadata(&uri);
     match rt
         .get_state(param(&p, "store"), param(&p, "key"), consistency, &metadata)
@@ -461,11 +536,15 @@ async fn save_state(
             )
         })?;
         let meta = request_metadata(&uri);
+        let store = param(&p, "store");
+        let bad_option = |m: String| {
+            rt.state_option_error(store, errors::state_save(store, &StoreError::BadRequest(m)))
+        };
         let items = list
             .iter()
-            .map(|v| save_item(v, &meta))
+            .map(|v| save_item(v, &meta, &bad_option))
             .collect::<Result<Vec<_>, _>>()?;
-        rt.save_state(param(&p, "store"), items).await
+        rt.save_state(store, items).await
     }
     .await;
     match result {
@@ -485,10 +564,14 @@ async fn delete_state(
         Err(r) => return r,
     };
     let result = async {
+        let (store, key) = (param(&p, "store"), param(&p, "key"));
+        let bad_option = |m: String| {
+            rt.state_option_error(store, errors::state_delete(key, &StoreError::BadRequest(m)))
+        };
         let concurrency =
-            Concurrency::parse(&query_value(&uri, "concurrency")).map_err(errors::malformed)?;
+            Concurrency::parse(&query_value(&uri, "concurrency")).map_err(bad_option)?;
         let consistency =
-            Consistency::parse(&query_value(&uri, "consistency")).map_err(errors::malformed)?;
+            Consistency::parse(&query_value(&uri, "consistency")).map_err(bad_option)?;
         let etag = headers
             .get(header::IF_MATCH)
             .and_then(|v| v.to_str().ok())
@@ -594,6 +677,10 @@ async fn transaction(
         for (k, v) in request_metadata(&uri) {
             metadata.entry(k).or_insert(v);
         }
+        let store = param(&p, "store");
+        let bad_option = |m: String| {
+            rt.state_option_error(store, errors::state_transaction(&StoreError::BadRequest(m)))
+        };
         let mut ops = Vec::new();
         for op in value
             .get("operations")
@@ -607,9 +694,13 @@ async fn transaction(
                 .unwrap_or_default();
             let request = op.get("request").cloned().unwrap_or(Value::Null);
             match kind {
-                "upsert" => ops.push(TxOp::Upsert(save_item(&request, &BTreeMap::new())?)),
+                "upsert" => ops.push(TxOp::Upsert(save_item(
+                    &request,
+                    &BTreeMap::new(),
+                    &bad_option,
+                )?)),
                 "delete" => {
-                    let item = save_item(&request, &BTreeMap::new())?;
+                    let item = save_item(&request, &BTreeMap::new(), &bad_option)?;
                     ops.push(TxOp::Delete(DeleteItem {
                         key: item.key,
                         etag: item.etag,
@@ -621,7 +712,7 @@ async fn transaction(
                 other => return Err(errors::unsupported_operation(other)),
             }
         }
-        rt.transact_state(param(&p, "store"), ops, &metadata).await
+        rt.transact_state(store, ops, &metadata).await
     }
     .await;
     match result {

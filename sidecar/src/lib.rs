@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod api_access;
 pub mod components;
 pub mod config;
 pub mod drain;
@@ -569,7 +570,7 @@ fn tonic_service(
     rt: Arc<Runtime>,
     token: Option<String>,
 ) -> tonic::service::interceptor::InterceptedService<
-    grpc::DaprServer<grpc::DaprApi>,
+    grpc::Server,
     impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone,
 > {
     tonic::service::interceptor::InterceptedService::new(

@@ -62,6 +62,11 @@ impl Drop for Server {
 }
 
 fn redis() -> Server {
+    redis_with(&[])
+}
+
+/// A `redis-server` with extra arguments (for example `--replicaof`).
+fn redis_with(extra: &[&str]) -> Server {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let child = Command::new("redis-server")
@@ -75,6 +80,7 @@ fn redis() -> Server {
         ])
         .args(["--appendonly", "no", "--dir"])
         .arg(dir.path())
+        .args(extra)
         .stdout(Stdio::null())
         .spawn()
         .expect(
@@ -173,6 +179,7 @@ async fn runtime(component: &str) -> Arc<Runtime> {
     let rt = Runtime::new(
         Settings {
             app_id: "storeapp".into(),
+            max_body_bytes: 1 << 20,
             ..Settings::default()
         },
         Registry::builtin(),
@@ -430,4 +437,202 @@ async fn postgres_conforms_creates_its_table_and_queries() {
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "Oslo");
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `cmdstat_wait:calls=<n>` of `INFO commandstats`: how many `WAIT`s the server ran.
+fn wait_calls(port: u16) -> u64 {
+    redis_cli(port, &["INFO", "commandstats"])
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_wait:calls="))
+        .map(|rest| rest.split(',').next().unwrap().parse().unwrap())
+        .unwrap_or(0)
+}
+
+async fn http(rt: &Arc<Runtime>, method: &str, uri: &str, body: &str) -> (u16, String) {
+    use tower::ServiceExt;
+    let response = daprs_sidecar::http::router(rt.clone())
+        .oneshot(
+            http::Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(axum::body::Body::from(body.to_owned()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn redis_component(port: u16) -> String {
+    format!(
+        "kind: Component\nmetadata: {{name: s}}\nspec:\n  type: state.redis\n  version: v1\n  metadata:\n  - {{name: redisHost, value: 'localhost:{port}'}}\n",
+    )
+}
+
+#[tokio::test]
+async fn redis_strong_writes_wait_for_replicas() {
+    let primary = redis_with(&["--repl-diskless-sync-delay", "0"]);
+    let replica = redis_with(&["--replicaof", "127.0.0.1", &primary.port.to_string()]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Connected and past the initial sync (`state=online`), so it can acknowledge writes.
+    while !redis_cli(primary.port, &["INFO", "replication"]).contains("state=online") {
+        assert!(Instant::now() < deadline, "the replica did not sync");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rt = runtime(&redis_component(primary.port)).await;
+
+    // An eventual write sends no WAIT.
+    let before = wait_calls(primary.port);
+    let (status, body) = http(&rt, "POST", "/v1.0/state/s", r#"[{"key":"e","value":1}]"#).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(wait_calls(primary.port), before);
+
+    // A strong write waits for the replica: once daprd answers, the replica has it.
+    let (status, body) = http(
+        &rt,
+        "POST",
+        "/v1.0/state/s",
+        r#"[{"key":"k","value":{"n":1},"options":{"consistency":"strong"}}]"#,
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(
+        wait_calls(primary.port),
+        before + 1,
+        "one WAIT per strong write"
+    );
+    assert_eq!(
+        redis_cli(replica.port, &["HGET", "storeapp||k", "data"]).trim(),
+        r#"{"n":1}"#,
+        "the replica acknowledged the write before daprd answered"
+    );
+    let (status, body) = http(&rt, "GET", "/v1.0/state/s/k?consistency=strong", "").await;
+    assert_eq!((status, body.as_str()), (200, r#"{"n":1}"#));
+
+    // Strong deletes and transactions wait too (beyond Dapr, which waits on saves only).
+    let (status, _) = http(&rt, "DELETE", "/v1.0/state/s/k?consistency=strong", "").await;
+    assert_eq!(status, 204);
+    assert_eq!(wait_calls(primary.port), before + 2);
+    assert_eq!(
+        redis_cli(replica.port, &["EXISTS", "storeapp||k"]).trim(),
+        "0"
+    );
+    let (status, body) = http(
+        &rt,
+        "POST",
+        "/v1.0/state/s/transaction",
+        r#"{"operations":[{"operation":"upsert","request":{"key":"t","value":2,"options":{"consistency":"strong"}}}]}"#,
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(wait_calls(primary.port), before + 3);
+    assert_eq!(
+        redis_cli(replica.port, &["HGET", "storeapp||t", "data"]).trim(),
+        "2"
+    );
+}
+
+#[tokio::test]
+async fn redis_without_replicas_sends_no_wait_and_bad_options_get_dapr_errors() {
+    let server = redis();
+    let rt = runtime(&redis_component(server.port)).await;
+    let (status, body) = http(
+        &rt,
+        "POST",
+        "/v1.0/state/s",
+        r#"[{"key":"k","value":1,"options":{"consistency":"strong","concurrency":"first-write"}}]"#,
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(
+        wait_calls(server.port),
+        0,
+        "no replicas, nothing to wait for"
+    );
+
+    let error = |body: &str| -> (String, String) {
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        (
+            v["errorCode"].as_str().unwrap().to_owned(),
+            v["message"].as_str().unwrap().to_owned(),
+        )
+    };
+    let (status, body) = http(
+        &rt,
+        "POST",
+        "/v1.0/state/s",
+        r#"[{"key":"k","value":1,"options":{"consistency":"linearizable"}}]"#,
+    )
+    .await;
+    assert_eq!(status, 500, "{body}");
+    let (code, message) = error(&body);
+    assert_eq!(code, "ERR_STATE_SAVE");
+    assert!(
+        message.starts_with(
+            "failed saving state in state store s: unrecognized consistency model 'linearizable'"
+        ),
+        "{message}"
+    );
+    let (status, body) = http(
+        &rt,
+        "POST",
+        "/v1.0/state/s",
+        r#"[{"key":"k","value":1,"options":{"concurrency":"most-write"}}]"#,
+    )
+    .await;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        error(&body)
+            .1
+            .contains("unrecognized concurrency model 'most-write'"),
+        "{body}"
+    );
+    let (status, body) = http(&rt, "DELETE", "/v1.0/state/s/k?concurrency=x", "").await;
+    assert_eq!(status, 500, "{body}");
+    let (code, message) = error(&body);
+    assert_eq!(code, "ERR_STATE_DELETE");
+    assert!(
+        message.starts_with("failed deleting state with key k: unrecognized concurrency model 'x'"),
+        "{message}"
+    );
+    let (status, body) = http(
+        &rt,
+        "POST",
+        "/v1.0/state/s/transaction",
+        r#"{"operations":[{"operation":"delete","request":{"key":"k","options":{"consistency":"x"}}}]}"#,
+    )
+    .await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(error(&body).0, "ERR_STATE_TRANSACTION");
+    assert_eq!(
+        redis_cli(server.port, &["HGET", "storeapp||k", "data"]).trim(),
+        "1",
+        "nothing was deleted"
+    );
+    // An unknown store is reported as such, before the option.
+    let (status, body) = http(
+        &rt,
+        "POST",
+        "/v1.0/state/nope",
+        r#"[{"key":"k","value":1,"options":{"consistency":"x"}}]"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(error(&body).0, "ERR_STATE_STORE_NOT_FOUND");
+    // Reads ignore the consistency, as Dapr's stores do.
+    let (status, body) = http(&rt, "GET", "/v1.0/state/s/k?consistency=x", "").await;
+    assert_eq!((status, body.as_str()), (200, "1"));
 }

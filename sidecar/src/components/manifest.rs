@@ -201,6 +201,14 @@ pub fn load_configuration(files: &[PathBuf]) -> Result<ConfigurationSpec, Compon
             if spec.access_control.is_some() {
                 merged.access_control = spec.access_control;
             }
+            if let Some(api) = spec.api {
+                for problem in crate::api_access::ignored_rules(&api) {
+                    tracing::warn!(file = %file.display(), "{problem}");
+                }
+                let merged_api = merged.api.get_or_insert_with(Default::default);
+                merged_api.allowed.extend(api.allowed);
+                merged_api.denied.extend(api.denied);
+            }
             merged.features.extend(spec.features);
         }
         if !seen {
@@ -320,5 +328,19 @@ mod tests {
         assert_eq!(scopes[0].allowed_secrets, ["a"]);
         write(dir.path(), "other.yaml", "kind: Component\n");
         assert!(load_configuration(&[dir.path().join("other.yaml")]).is_err());
+    }
+
+    #[test]
+    fn configuration_api_lists_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "config.yaml",
+            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  api:\n    allowed:\n    - {name: state, version: v1, protocol: http}\n    denied:\n    - {name: secrets, version: v1, protocol: grpc}\n",
+        );
+        let spec = load_configuration(&[dir.path().join("config.yaml")]).unwrap();
+        let api = spec.api.unwrap();
+        assert_eq!(api.allowed[0].name, "state");
+        assert_eq!(api.denied[0].protocol, "grpc");
     }
 }

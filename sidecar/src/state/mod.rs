@@ -54,6 +54,9 @@ impl Feature {
 }
 
 /// `first-write` or `last-write`.
+///
+/// Every store rejects any other value on writes and deletes with the error Dapr's stores give
+/// (`unrecognized concurrency model 'x'`); reads ignore the options, as in Dapr.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Concurrency {
     FirstWrite,
@@ -62,6 +65,11 @@ pub enum Concurrency {
 }
 
 /// `eventual` or `strong`.
+///
+/// What `strong` means per store: `state.redis` waits (`WAIT <replicas> 1000`) until the
+/// replicas connected when the store started acknowledge the write; `state.postgresql` and
+/// `state.in-memory` are strongly consistent already (a write is committed, and visible to every
+/// later read, before daprd answers), so both values behave the same there.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Consistency {
     #[default]
@@ -76,7 +84,7 @@ impl Concurrency {
             "" | "last-write" => Ok(Concurrency::LastWrite),
             "first-write" => Ok(Concurrency::FirstWrite),
             other => Err(format!(
-                "invalid concurrency {other:?}: use first-write or last-write"
+                "unrecognized concurrency model '{other}': use first-write or last-write"
             )),
         }
     }
@@ -89,7 +97,7 @@ impl Consistency {
             "" | "eventual" => Ok(Consistency::Eventual),
             "strong" => Ok(Consistency::Strong),
             other => Err(format!(
-                "invalid consistency {other:?}: use eventual or strong"
+                "unrecognized consistency model '{other}': use eventual or strong"
             )),
         }
     }

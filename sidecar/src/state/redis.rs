@@ -2,6 +2,13 @@
 //! value) and `version` (the ETag: 1, 2, 3...), so data written by Dapr is readable here and
 //! back. Writes, deletes and transactions run as one Lua script that checks every ETag first
 //! and applies everything or nothing.
+//!
+//! `consistency: strong` works as in Dapr's Redis store: when the server had replicas connected
+//! at start-up (`INFO replication`, `connected_slaves`), a strong write is followed by
+//! `WAIT <replicas> 1000` on the connection that wrote it, so daprd answers once the replicas
+//! acknowledged it (or after one second, which, as in Dapr, is not an error). Dapr waits on
+//! saves only; daprs waits on strong deletes and transactions too. Without replicas there
+//! is nothing to wait for and no `WAIT` is sent.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -50,9 +57,19 @@ end
 return {'ok', 0}
 "#;
 
+/// How long a strong write waits for its replicas (Dapr's value), in milliseconds.
+pub const STRONG_WAIT_TIMEOUT_MS: u64 = 1000;
+/// The response timeout of the connection strong writes use: longer than the `WAIT` itself.
+const STRONG_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The Redis store.
 pub struct RedisStore {
     connection: MultiplexedConnection,
+    /// Replicas connected at start-up: what a strong write waits for.
+    replicas: u32,
+    /// A connection of its own for strong writes, when there are replicas: `WAIT` blocks the
+    /// connection it runs on, so eventual requests must not queue behind it.
+    strong: Option<MultiplexedConnection>,
     script: Arc<redis::Script>,
     /// Component-level `ttlInSeconds`: applied to writes without their own TTL.
     default_ttl: Option<Duration>,
@@ -97,6 +114,14 @@ pub fn url(properties: &crate::components::Properties) -> Result<String, String>
     Ok(format!("redis://{auth}{host}/{db}"))
 }
 
+/// `connected_slaves:<n>` of `INFO replication` (0 when absent, as in Dapr).
+fn connected_replicas(info: &str) -> u32 {
+    info.lines()
+        .find_map(|line| line.trim().strip_prefix("connected_slaves:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
@@ -133,8 +158,28 @@ impl RedisStore {
             .query_async(&mut connection)
             .await
             .map_err(|e| format!("Redis did not answer PING: {e}"))?;
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| format!("Redis did not answer INFO replication: {e}"))?;
+        let replicas = connected_replicas(&info);
+        let strong = if replicas > 0 {
+            let config = redis::AsyncConnectionConfig::new()
+                .set_response_timeout(Some(STRONG_RESPONSE_TIMEOUT));
+            Some(
+                client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map_err(|e| format!("failed to connect to Redis: {e}"))?,
+            )
+        } else {
+            None
+        };
         Ok(RedisStore {
             connection,
+            replicas,
+            strong,
             script: Arc::new(redis::Script::new(SCRIPT)),
             default_ttl,
         })
@@ -170,15 +215,44 @@ impl RedisStore {
                 .arg(value)
                 .arg(ttl);
         }
-        let mut connection = self.connection.clone();
+        let wants_strong = operations.iter().any(|op| {
+            let consistency = match op {
+                Operation::Upsert(s) => s.consistency,
+                Operation::Delete(d) => d.consistency,
+            };
+            consistency == Consistency::Strong
+        });
+        let strong = self.strong.as_ref().filter(|_| wants_strong);
+        let mut connection = strong.unwrap_or(&self.connection).clone();
         let (status, _index): (String, i64) = invocation
             .invoke_async(&mut connection)
             .await
             .map_err(backend)?;
-        match status.as_str() {
-            "ok" => Ok(()),
-            _ => Err(StoreError::EtagMismatch),
+        if status != "ok" {
+            return Err(StoreError::EtagMismatch);
         }
+        if strong.is_some() {
+            // WAIT covers every write sent before it on this connection, ours included.
+            let acknowledged: i64 = redis::cmd("WAIT")
+                .arg(self.replicas)
+                .arg(STRONG_WAIT_TIMEOUT_MS)
+                .query_async(&mut connection)
+                .await
+                .map_err(|e| {
+                    StoreError::Backend(format!(
+                        "redis waiting for {} replicas to acknowledge write, err: {e}",
+                        self.replicas
+                    ))
+                })?;
+            if acknowledged < i64::from(self.replicas) {
+                tracing::warn!(
+                    acknowledged,
+                    replicas = self.replicas,
+                    "strong write: not every replica acknowledged within {STRONG_WAIT_TIMEOUT_MS} ms"
+                );
+            }
+        }
+        Ok(())
     }
 }
 
@@ -264,6 +338,14 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         }
+    }
+
+    #[test]
+    fn replicas_from_info_replication() {
+        let info = "# Replication\r\nrole:master\r\nconnected_slaves:2\r\nslave0:ip=127.0.0.1\r\n";
+        assert_eq!(connected_replicas(info), 2);
+        assert_eq!(connected_replicas("# Replication\r\nrole:master\r\n"), 0);
+        assert_eq!(connected_replicas(""), 0);
     }
 
     #[test]
