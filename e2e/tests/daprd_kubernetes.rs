@@ -431,7 +431,9 @@ async fn an_injected_pod_runs_daprd_with_components_from_the_operator() {
         Some(
             include_str!("../fixtures/operator-rbac.yaml")
                 .replace("CLUSTER_ROLE", &operator_role)
-                .replace("NAMESPACE", cp.name()),
+                .replace("NAMESPACE", cp.name())
+                // No webhook configuration in this test: the operator finds none and says so.
+                .replace("COMPONENT_WEBHOOK", "daprs-component-validator"),
         ),
     )
     .await;
