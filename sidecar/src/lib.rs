@@ -203,12 +203,11 @@ pub async fn start(args: Args) -> Result<Running, Error> {
                     "this name resolver is not supported; using the daprs registry directory"
                 );
             }
-            invoke::resolve::Resolver::Registry {
-                dir: args
-                    .registry_dir
+            invoke::resolve::Resolver::registry(
+                args.registry_dir
                     .clone()
                     .unwrap_or_else(invoke::resolve::Resolver::default_registry_dir),
-            }
+            )
         }
     };
     let invocation = invoke::InvokeSettings {

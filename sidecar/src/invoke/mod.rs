@@ -96,9 +96,7 @@ pub struct InvokeSettings {
 impl Default for InvokeSettings {
     fn default() -> Self {
         Self {
-            resolver: resolve::Resolver::Registry {
-                dir: resolve::Resolver::default_registry_dir(),
-            },
+            resolver: resolve::Resolver::registry(resolve::Resolver::default_registry_dir()),
             app: AppSettings::default(),
         }
     }
@@ -344,6 +342,7 @@ impl Invoker {
     }
 
     fn drop_channel(&self, address: &str, app_id: &str, namespace: &str) {
+        self.resolver.forget(app_id, namespace);
         let key = format!("{address}|{namespace}|{app_id}");
         self.pool
             .lock()

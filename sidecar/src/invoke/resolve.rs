@@ -10,7 +10,9 @@
 //!   internal server listens and removes it when it stops; an entry whose process is gone is
 //!   ignored. No multicast is needed, so it works on any laptop. Dapr's default self-hosted
 //!   resolver (mDNS) is not implemented; `spec.nameResolution.component: mdns` falls back to
-//!   the registry with a warning.
+//!   the registry with a warning. A resolved entry is remembered for [`REGISTRY_CACHE_TTL`]
+//!   (reading the file and checking the process cost a few system calls per call otherwise) and
+//!   forgotten at once when a call to it fails ([`Resolver::forget`]).
 //!
 //! **Testing aid, never for production:** with `DAPRS_TESTING_RESOLVE_MAP` set to
 //! comma-separated `<name>:<port>=<address>:<port>` pairs, the `kubernetes` resolver dials the
@@ -19,10 +21,45 @@
 //! `<id>-dapr.<ns>.svc.cluster.local:50002` to the loopback address where that pod's daprd
 //! listens. A malformed value fails every kubernetes resolution with an error saying so.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+
+/// How long a registry entry, once read, is used without reading it again.
+pub const REGISTRY_CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// Registry entries recently read: `(namespace, app id)` to address and when it was read.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryCache(Arc<Mutex<HashMap<AppKey, (String, Instant)>>>);
+
+/// `(namespace, app id)`.
+type AppKey = (String, String);
+
+impl RegistryCache {
+    fn get(&self, app_id: &str, namespace: &str) -> Option<String> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&(namespace.to_owned(), app_id.to_owned()))
+            .filter(|(_, read)| read.elapsed() < REGISTRY_CACHE_TTL)
+            .map(|(address, _)| address.clone())
+    }
+
+    fn put(&self, app_id: &str, namespace: &str, address: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            (namespace.to_owned(), app_id.to_owned()),
+            (address.to_owned(), Instant::now()),
+        );
+    }
+
+    fn forget(&self, app_id: &str, namespace: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(namespace.to_owned(), app_id.to_owned()));
+    }
+}
 
 /// Dapr's default cluster domain.
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
@@ -107,10 +144,26 @@ pub struct Entry {
 #[derive(Debug, Clone)]
 pub enum Resolver {
     Kubernetes { cluster_domain: String, port: u16 },
-    Registry { dir: PathBuf },
+    Registry { dir: PathBuf, cache: RegistryCache },
 }
 
 impl Resolver {
+    /// The self-hosted registry resolver over `dir`.
+    pub fn registry(dir: PathBuf) -> Self {
+        Resolver::Registry {
+            dir,
+            cache: RegistryCache::default(),
+        }
+    }
+
+    /// Forgets what is remembered about `app_id` (after a failed call to it), so the next
+    /// call reads its registry entry again.
+    pub fn forget(&self, app_id: &str, namespace: &str) {
+        if let Resolver::Registry { cache, .. } = self {
+            cache.forget(app_id, namespace);
+        }
+    }
+
     /// The default registry directory: `$HOME/.dapr/registry` (or `./.dapr/registry`).
     pub fn default_registry_dir() -> PathBuf {
         std::env::var_os("HOME")
@@ -129,7 +182,10 @@ impl Resolver {
             } => apply_testing_map(format!(
                 "{app_id}-dapr.{namespace}.svc.{cluster_domain}:{port}"
             )),
-            Resolver::Registry { dir } => {
+            Resolver::Registry { dir, cache } => {
+                if let Some(address) = cache.get(app_id, namespace) {
+                    return Ok(address);
+                }
                 let file = entry_path(dir, app_id, namespace);
                 let not_registered = || ResolveError::NotRegistered {
                     app_id: app_id.to_owned(),
@@ -145,6 +201,7 @@ impl Resolver {
                 if !process_alive(entry.pid) {
                     return Err(not_registered());
                 }
+                cache.put(app_id, namespace, &entry.address);
                 Ok(entry.address)
             }
         }
@@ -157,7 +214,7 @@ impl Resolver {
         namespace: &str,
         address: &str,
     ) -> std::io::Result<Option<PathBuf>> {
-        let Resolver::Registry { dir } = self else {
+        let Resolver::Registry { dir, .. } = self else {
             return Ok(None);
         };
         let file = entry_path(dir, app_id, namespace);
@@ -238,9 +295,7 @@ mod tests {
     #[test]
     fn registry_round_trip_and_stale_entries() {
         let dir = tempfile::tempdir().unwrap();
-        let r = Resolver::Registry {
-            dir: dir.path().to_owned(),
-        };
+        let r = Resolver::registry(dir.path().to_owned());
         let err = r.resolve("orders", "default").unwrap_err().to_string();
         assert!(err.contains("not registered"), "{err}");
         let file = r
@@ -248,8 +303,11 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(r.resolve("orders", "default").unwrap(), "127.0.0.1:47001");
-        // A dead process's entry is ignored.
+        // A dead process's entry is ignored, once what was read is forgotten (as after a
+        // failed call); until then the remembered address is used without reading the file.
         std::fs::write(&file, r#"{"address":"127.0.0.1:1","pid":4000000000}"#).unwrap();
+        assert_eq!(r.resolve("orders", "default").unwrap(), "127.0.0.1:47001");
+        r.forget("orders", "default");
         assert!(r.resolve("orders", "default").is_err());
         // Only our own entry is removed.
         unregister(&file);
@@ -257,5 +315,23 @@ mod tests {
         r.register("orders", "default", "127.0.0.1:47001").unwrap();
         unregister(&file);
         assert!(!file.exists());
+    }
+
+    #[test]
+    fn registry_entries_are_read_again_after_the_cache_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Resolver::registry(dir.path().to_owned());
+        let file = r
+            .register("orders", "default", "127.0.0.1:47001")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.resolve("orders", "default").unwrap(), "127.0.0.1:47001");
+        let moved = format!(
+            r#"{{"address":"127.0.0.1:47002","pid":{}}}"#,
+            std::process::id()
+        );
+        std::fs::write(&file, moved).unwrap();
+        std::thread::sleep(REGISTRY_CACHE_TTL + Duration::from_millis(50));
+        assert_eq!(r.resolve("orders", "default").unwrap(), "127.0.0.1:47002");
     }
 }
