@@ -162,6 +162,26 @@ fn postgres() -> Server {
         .spawn()
         .unwrap();
     wait_for_port(port, "postgres");
+    // The port opens before the server accepts sessions ("the database system is starting
+    // up"): wait until pg_isready says it accepts connections.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let ready = pg_command("pg_isready")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        if ready {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "PostgreSQL on port {port} did not accept connections within 30 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     Server {
         child,
         port,
