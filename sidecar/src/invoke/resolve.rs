@@ -10,9 +10,11 @@
 //!   internal server listens and removes it when it stops; an entry whose process is gone is
 //!   ignored. No multicast is needed, so it works on any laptop. Dapr's default self-hosted
 //!   resolver (mDNS) is not implemented; `spec.nameResolution.component: mdns` falls back to
-//!   the registry with a warning. A resolved entry is remembered for [`REGISTRY_CACHE_TTL`]
-//!   (reading the file and checking the process cost a few system calls per call otherwise) and
-//!   forgotten at once when a call to it fails ([`Resolver::forget`]).
+//!   the registry with a warning. A resolved entry is remembered, with its file's modification
+//!   time, for [`REGISTRY_CACHE_TTL`] (reading and parsing the file and checking the process
+//!   cost several system calls per call otherwise): a call then only looks at the file's
+//!   metadata, so a rewritten entry is seen at once; it is forgotten when a call to it fails
+//!   ([`Resolver::forget`]).
 //!
 //! **Testing aid, never for production:** with `DAPRS_TESTING_RESOLVE_MAP` set to
 //! comma-separated `<name>:<port>=<address>:<port>` pairs, the `kubernetes` resolver dials the
@@ -24,32 +26,51 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 /// How long a registry entry, once read, is used without reading it again.
 pub const REGISTRY_CACHE_TTL: Duration = Duration::from_secs(1);
 
-/// Registry entries recently read: `(namespace, app id)` to address and when it was read.
+/// Registry entries recently read: `(namespace, app id)` to the address, the file's
+/// modification time, and when it was read.
 #[derive(Debug, Clone, Default)]
-pub struct RegistryCache(Arc<Mutex<HashMap<AppKey, (String, Instant)>>>);
+pub struct RegistryCache(Arc<Mutex<HashMap<AppKey, Cached>>>);
+
+#[derive(Debug, Clone)]
+struct Cached {
+    address: String,
+    version: FileVersion,
+    read: Instant,
+}
+
+/// What tells a rewritten registry file from the one read before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileVersion {
+    modified: Option<SystemTime>,
+    len: u64,
+}
 
 /// `(namespace, app id)`.
 type AppKey = (String, String);
 
 impl RegistryCache {
-    fn get(&self, app_id: &str, namespace: &str) -> Option<String> {
+    fn get(&self, app_id: &str, namespace: &str, version: &FileVersion) -> Option<String> {
         let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         map.get(&(namespace.to_owned(), app_id.to_owned()))
-            .filter(|(_, read)| read.elapsed() < REGISTRY_CACHE_TTL)
-            .map(|(address, _)| address.clone())
+            .filter(|c| c.version == *version && c.read.elapsed() < REGISTRY_CACHE_TTL)
+            .map(|c| c.address.clone())
     }
 
-    fn put(&self, app_id: &str, namespace: &str, address: &str) {
+    fn put(&self, app_id: &str, namespace: &str, address: &str, version: FileVersion) {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(
             (namespace.to_owned(), app_id.to_owned()),
-            (address.to_owned(), Instant::now()),
+            Cached {
+                address: address.to_owned(),
+                version,
+                read: Instant::now(),
+            },
         );
     }
 
@@ -183,15 +204,21 @@ impl Resolver {
                 "{app_id}-dapr.{namespace}.svc.{cluster_domain}:{port}"
             )),
             Resolver::Registry { dir, cache } => {
-                if let Some(address) = cache.get(app_id, namespace) {
-                    return Ok(address);
-                }
                 let file = entry_path(dir, app_id, namespace);
                 let not_registered = || ResolveError::NotRegistered {
                     app_id: app_id.to_owned(),
                     namespace: namespace.to_owned(),
                     dir: dir.display().to_string(),
                 };
+                let version = std::fs::metadata(&file)
+                    .map(|m| FileVersion {
+                        modified: m.modified().ok(),
+                        len: m.len(),
+                    })
+                    .map_err(|_| not_registered())?;
+                if let Some(address) = cache.get(app_id, namespace, &version) {
+                    return Ok(address);
+                }
                 let text = std::fs::read(&file).map_err(|_| not_registered())?;
                 let entry: Entry =
                     serde_json::from_slice(&text).map_err(|e| ResolveError::BadEntry {
@@ -201,7 +228,7 @@ impl Resolver {
                 if !process_alive(entry.pid) {
                     return Err(not_registered());
                 }
-                cache.put(app_id, namespace, &entry.address);
+                cache.put(app_id, namespace, &entry.address, version);
                 Ok(entry.address)
             }
         }
@@ -303,11 +330,8 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(r.resolve("orders", "default").unwrap(), "127.0.0.1:47001");
-        // A dead process's entry is ignored, once what was read is forgotten (as after a
-        // failed call); until then the remembered address is used without reading the file.
+        // A dead process's entry is ignored.
         std::fs::write(&file, r#"{"address":"127.0.0.1:1","pid":4000000000}"#).unwrap();
-        assert_eq!(r.resolve("orders", "default").unwrap(), "127.0.0.1:47001");
-        r.forget("orders", "default");
         assert!(r.resolve("orders", "default").is_err());
         // Only our own entry is removed.
         unregister(&file);
@@ -318,20 +342,44 @@ mod tests {
     }
 
     #[test]
-    fn registry_entries_are_read_again_after_the_cache_time() {
+    fn registry_entries_are_remembered_until_their_file_changes() {
         let dir = tempfile::tempdir().unwrap();
         let r = Resolver::registry(dir.path().to_owned());
         let file = r
             .register("orders", "default", "127.0.0.1:47001")
             .unwrap()
             .unwrap();
+        let entry =
+            |address: &str| format!(r#"{{"address":"{address}","pid":{}}}"#, std::process::id());
         assert_eq!(r.resolve("orders", "default").unwrap(), "127.0.0.1:47001");
-        let moved = format!(
-            r#"{{"address":"127.0.0.1:47002","pid":{}}}"#,
-            std::process::id()
-        );
-        std::fs::write(&file, moved).unwrap();
+
+        // A rewritten entry (new length or time) is read again at once.
+        std::fs::write(&file, entry("127.0.0.10:47001")).unwrap();
+        assert_eq!(r.resolve("orders", "default").unwrap(), "127.0.0.10:47001");
+
+        // Same length and time as what was read: the remembered address is used...
+        let modified = std::fs::metadata(&file).unwrap().modified().unwrap();
+        std::fs::write(&file, entry("127.0.0.20:47001")).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(modified)
+            .unwrap();
+        assert_eq!(r.resolve("orders", "default").unwrap(), "127.0.0.10:47001");
+        // ...until a failed call forgets it,
+        r.forget("orders", "default");
+        assert_eq!(r.resolve("orders", "default").unwrap(), "127.0.0.20:47001");
+        // or the cache time passes.
+        std::fs::write(&file, entry("127.0.0.30:47001")).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(modified)
+            .unwrap();
+        assert_eq!(r.resolve("orders", "default").unwrap(), "127.0.0.20:47001");
         std::thread::sleep(REGISTRY_CACHE_TTL + Duration::from_millis(50));
-        assert_eq!(r.resolve("orders", "default").unwrap(), "127.0.0.1:47002");
+        assert_eq!(r.resolve("orders", "default").unwrap(), "127.0.0.30:47001");
     }
 }
