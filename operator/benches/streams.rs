@@ -369,8 +369,10 @@ async fn main() {
         idle.0, connected.0, end.0, end.1
     );
     // SIGTERM to the group: the operator drains and exits (and a profiler writes its data).
+    // The `--` matters: procps' kill reads `-TERM -12345` as the group `-1`, which is every
+    // process we may signal (it killed the whole test run).
     let _ = std::process::Command::new("kill")
-        .args(["-TERM", &format!("-{pid}")])
+        .args(["-s", "TERM", "--", &format!("-{pid}")])
         .status();
     let deadline = Instant::now() + Duration::from_secs(20);
     while operator.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
