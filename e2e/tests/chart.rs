@@ -913,27 +913,10 @@ async fn run_daprd(
 ) -> (PodProcess, u16) {
     let [sentry, ..] = story.ports.sentry;
     let [api, ..] = story.ports.operator;
-    // Four distinct free ports (held together, so none is handed out twice).
-    let held: Vec<_> = (0..4)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let ports: Vec<u16> = held
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect();
-    drop(held);
-    let (http, grpc, public, metrics) = (ports[0], ports[1], ports[2], ports[3]);
     let mut run = RunPod::new(
         story.cluster.connection(),
         pod,
         workspace_binary("daprd", "daprs-sidecar").unwrap(),
-    )
-    .container("daprd")
-    // daprd reads its token from this path by default; naming it lets the harness rewrite it
-    // to where the pod's projected token volume is on this machine.
-    .env(
-        "DAPR_SENTRY_TOKEN_FILE",
-        "/var/run/secrets/dapr.io/sentrytoken/token",
     )
     .map_address(
         format!("dapr-sentry.{NAMESPACE}.svc.cluster.local:443"),
@@ -946,51 +929,17 @@ async fn run_daprd(
     for (name, value) in env {
         run = run.env(*name, value.clone());
     }
-    // daprd takes the last of a repeated flag: these override the injector's ports.
-    let process = run
-        .arg("--dapr-listen-addresses")
-        .arg("127.0.0.1")
-        .arg("--dapr-http-port")
-        .arg(http.to_string())
-        .arg("--dapr-grpc-port")
-        .arg(grpc.to_string())
-        .arg("--dapr-internal-grpc-listen-address")
-        .arg(internal_ip.to_string())
-        .arg("--dapr-public-port")
-        .arg(public.to_string())
-        .arg("--dapr-public-listen-address")
-        .arg("127.0.0.1")
-        .arg("--metrics-port")
-        .arg(metrics.to_string())
-        .arg("--metrics-listen-address")
-        .arg("127.0.0.1")
-        .start()
-        .await
-        .unwrap();
+    let daprd = run.start_daprd(internal_ip).await.unwrap();
     assert!(
-        process
+        daprd
+            .process
             .args()
             .windows(2)
             .any(|w| w[0] == "--dapr-internal-grpc-port" && w[1] == INTERNAL_PORT.to_string()),
         "the injector's internal port: {:?}",
-        process.args()
+        daprd.process.args()
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let healthy = reqwest::get(format!("http://127.0.0.1:{http}/v1.0/healthz"))
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if healthy {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "daprd did not become ready:\n{}",
-            process.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    (process, http)
+    (daprd.process, daprd.http_port)
 }
 
 /// An HTTP app that answers every request with its method, path, headers and body as JSON.

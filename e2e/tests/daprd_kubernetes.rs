@@ -194,65 +194,28 @@ fn loopback_ip() -> std::net::Ipv4Addr {
 const INTERNAL_PORT: u16 = 50002;
 
 /// Starts the daprd container of an admitted pod (`run` already has the control plane's
-/// addresses mapped): its API ports on free `127.0.0.1` ports, its internal server on
-/// `internal_ip:50002`. Returns the process once it is healthy, and its HTTP port.
+/// addresses mapped) with `env` added, checks it kept the injector's internal port, and
+/// returns the healthy process and its HTTP port.
 async fn run_daprd(
-    run: daprs_e2e::RunPod,
+    mut run: daprs_e2e::RunPod,
     internal_ip: std::net::Ipv4Addr,
     env: &[(&str, String)],
 ) -> (daprs_e2e::PodProcess, u16) {
-    // Four distinct free ports (held together, so none is handed out twice).
-    let held: Vec<_> = (0..4)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let ports: Vec<u16> = held
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect();
-    drop(held);
-    let (http, grpc, public, metrics) = (ports[0], ports[1], ports[2], ports[3]);
-    let mut run = run
-        .container("daprd")
-        .env(
-            "DAPR_SENTRY_TOKEN_FILE",
-            "/var/run/secrets/dapr.io/sentrytoken/token",
-        )
-        .env("RUST_LOG", "info");
+    run = run.env("RUST_LOG", "info");
     for (name, value) in env {
         run = run.env(*name, value.clone());
     }
-    let process = run
-        .arg("--dapr-listen-addresses")
-        .arg("127.0.0.1")
-        .arg("--dapr-http-port")
-        .arg(http.to_string())
-        .arg("--dapr-grpc-port")
-        .arg(grpc.to_string())
-        .arg("--dapr-internal-grpc-listen-address")
-        .arg(internal_ip.to_string())
-        .arg("--dapr-public-port")
-        .arg(public.to_string())
-        .arg("--dapr-public-listen-address")
-        .arg("127.0.0.1")
-        .arg("--metrics-port")
-        .arg(metrics.to_string())
-        .arg("--metrics-listen-address")
-        .arg("127.0.0.1")
-        .start()
-        .await
-        .unwrap();
+    let daprd = run.start_daprd(internal_ip).await.unwrap();
     assert!(
-        process
+        daprd
+            .process
             .args()
             .windows(2)
             .any(|w| w[0] == "--dapr-internal-grpc-port" && w[1] == INTERNAL_PORT.to_string()),
         "the injector's internal port: {:?}",
-        process.args()
+        daprd.process.args()
     );
-    if !wait_healthy(&format!("http://127.0.0.1:{http}/v1.0/healthz"), 60).await {
-        panic!("daprd did not become ready:\n{}", process.logs());
-    }
-    (process, http)
+    (daprd.process, daprd.http_port)
 }
 
 /// An HTTP app that answers every request with its method, path, headers and body as JSON.
