@@ -69,6 +69,52 @@ impl RunPod {
     }
 }
 
+impl Daprd {
+    /// The port of the internal (sidecar-to-sidecar) API on daprd's command line: the
+    /// injector's, since [`RunPod::start_daprd`] only changes its address.
+    pub fn internal_port(&self) -> Option<u16> {
+        self.process
+            .args()
+            .windows(2)
+            .rev()
+            .find(|w| w[0] == "--dapr-internal-grpc-port")
+            .and_then(|w| w[1].parse().ok())
+    }
+}
+
+/// Starts an HTTP app on a free loopback port (returned) that answers every request with its
+/// method, path, headers and body as JSON, so a test can check what daprd delivered.
+pub async fn echo_app() -> Result<u16> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("failed to bind the echo app")?;
+    let port = listener.local_addr()?.port();
+    let app = axum::Router::new().fallback(|request: axum::extract::Request| async move {
+        let (parts, body) = request.into_parts();
+        let body = axum::body::to_bytes(body, 1 << 20)
+            .await
+            .unwrap_or_else(|error| format!("<unreadable body: {error}>").into());
+        let headers: serde_json::Map<String, serde_json::Value> = parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    serde_json::json!(v.to_str().unwrap_or_default()),
+                )
+            })
+            .collect();
+        axum::Json(serde_json::json!({
+            "method": parts.method.as_str(),
+            "path": parts.uri.path(),
+            "headers": headers,
+            "body": String::from_utf8_lossy(&body),
+        }))
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(port)
+}
+
 async fn healthy(url: &str) -> bool {
     reqwest::get(url)
         .await

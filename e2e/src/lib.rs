@@ -33,7 +33,7 @@ mod tokens;
 pub mod workspace;
 
 pub use cluster::{Cluster, Connection, KEEP_DIR_ENV, SERVICE_ACCOUNT_ISSUER};
-pub use daprd::Daprd;
+pub use daprd::{Daprd, echo_app};
 pub use namespace::{TEMP_NS_LABEL, TempNs, with_temp_ns};
 pub use pki::CertifiedKey;
 pub use pod::{PodProcess, RunPod};

@@ -84,6 +84,17 @@ impl RunPod {
         self
     }
 
+    /// Sets each `(name, value)` as [`RunPod::env`] does.
+    pub fn envs<N: Into<String>, V: Into<String>>(
+        mut self,
+        vars: impl IntoIterator<Item = (N, V)>,
+    ) -> Self {
+        for (name, value) in vars {
+            self = self.env(name, value);
+        }
+        self
+    }
+
     /// Appends an argument after the container's.
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.args.push(arg.into());

@@ -21,7 +21,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use daprs_e2e::workspace::{repo_root, workspace_binary};
-use daprs_e2e::{Cluster, PodProcess, RunPod, TempNs};
+use daprs_e2e::{Cluster, PodProcess, RunPod, TempNs, echo_app};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
@@ -765,7 +765,7 @@ fn which(program: &str) -> PathBuf {
 async fn step3_pods_are_injected(story: &Story) -> InjectedPods {
     let ns = story.apps.name();
     // checkout's app: a small HTTP server here that echoes what it gets (step 5).
-    let checkout_app_port = echo_app().await.to_string();
+    let checkout_app_port = echo_app().await.unwrap().to_string();
     for (app, app_port) in [("orders", None), ("checkout", Some(&checkout_app_port))] {
         let mut annotations = vec![("dapr.io/enabled", "true"), ("dapr.io/app-id", app)];
         if let Some(port) = app_port {
@@ -913,7 +913,7 @@ async fn run_daprd(
 ) -> (PodProcess, u16) {
     let [sentry, ..] = story.ports.sentry;
     let [api, ..] = story.ports.operator;
-    let mut run = RunPod::new(
+    let run = RunPod::new(
         story.cluster.connection(),
         pod,
         workspace_binary("daprd", "daprs-sidecar").unwrap(),
@@ -926,43 +926,18 @@ async fn run_daprd(
         format!("dapr-api.{NAMESPACE}.svc.cluster.local:443"),
         format!("127.0.0.1:{api}"),
     );
-    for (name, value) in env {
-        run = run.env(*name, value.clone());
-    }
-    let daprd = run.start_daprd(internal_ip).await.unwrap();
-    assert!(
-        daprd
-            .process
-            .args()
-            .windows(2)
-            .any(|w| w[0] == "--dapr-internal-grpc-port" && w[1] == INTERNAL_PORT.to_string()),
+    let daprd = run
+        .envs(env.iter().cloned())
+        .start_daprd(internal_ip)
+        .await
+        .unwrap();
+    assert_eq!(
+        daprd.internal_port(),
+        Some(INTERNAL_PORT),
         "the injector's internal port: {:?}",
         daprd.process.args()
     );
     (daprd.process, daprd.http_port)
-}
-
-/// An HTTP app that answers every request with its method, path, headers and body as JSON.
-async fn echo_app() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let app = axum::Router::new().fallback(|request: axum::extract::Request| async move {
-        let (parts, body) = request.into_parts();
-        let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
-        let headers: serde_json::Map<String, Value> = parts
-            .headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or_default())))
-            .collect();
-        axum::Json(json!({
-            "method": parts.method.as_str(),
-            "path": parts.uri.path(),
-            "headers": headers,
-            "body": String::from_utf8_lossy(&body),
-        }))
-    });
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    port
 }
 
 /// A private `redis-server` (scripts/sidecar-deps.sh installs it), killed on drop.

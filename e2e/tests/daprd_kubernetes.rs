@@ -31,7 +31,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use daprs_e2e::{Cluster, TempNs};
+use daprs_e2e::{Cluster, TempNs, echo_app};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
 use kube::api::PostParams;
@@ -197,48 +197,23 @@ const INTERNAL_PORT: u16 = 50002;
 /// addresses mapped) with `env` added, checks it kept the injector's internal port, and
 /// returns the healthy process and its HTTP port.
 async fn run_daprd(
-    mut run: daprs_e2e::RunPod,
+    run: daprs_e2e::RunPod,
     internal_ip: std::net::Ipv4Addr,
     env: &[(&str, String)],
 ) -> (daprs_e2e::PodProcess, u16) {
-    run = run.env("RUST_LOG", "info");
-    for (name, value) in env {
-        run = run.env(*name, value.clone());
-    }
-    let daprd = run.start_daprd(internal_ip).await.unwrap();
-    assert!(
-        daprd
-            .process
-            .args()
-            .windows(2)
-            .any(|w| w[0] == "--dapr-internal-grpc-port" && w[1] == INTERNAL_PORT.to_string()),
+    let run = run.env("RUST_LOG", "info");
+    let daprd = run
+        .envs(env.iter().cloned())
+        .start_daprd(internal_ip)
+        .await
+        .unwrap();
+    assert_eq!(
+        daprd.internal_port(),
+        Some(INTERNAL_PORT),
         "the injector's internal port: {:?}",
         daprd.process.args()
     );
     (daprd.process, daprd.http_port)
-}
-
-/// An HTTP app that answers every request with its method, path, headers and body as JSON.
-async fn echo_app() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let app = axum::Router::new().fallback(|request: axum::extract::Request| async move {
-        let (parts, body) = request.into_parts();
-        let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
-        let headers: serde_json::Map<String, Value> = parts
-            .headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or_default())))
-            .collect();
-        axum::Json(json!({
-            "method": parts.method.as_str(),
-            "path": parts.uri.path(),
-            "headers": headers,
-            "body": String::from_utf8_lossy(&body),
-        }))
-    });
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    port
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -714,7 +689,7 @@ async fn an_injected_pod_runs_daprd_with_components_from_the_operator() {
                                "trustDomain": "public", "namespace": apps.name()}]}}
     }))
     .await;
-    let app_port = echo_app().await;
+    let app_port = echo_app().await.unwrap();
     let payments_pod: Pod = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "payments", "annotations": {
