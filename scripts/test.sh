@@ -32,7 +32,7 @@ cargo test --workspace --all-targets --locked
 
 # The images' build stage (docker/Dockerfile) cannot run here (no Docker); the same cargo
 # command, for the same static target, can. Keep the two commands identical.
-step "static (musl) release build of sentry, operator, injector and daprd, as docker/Dockerfile builds them"
+step "static (musl) dist-profile build of sentry, operator, injector and daprd, as docker/Dockerfile builds them"
 MUSL_TARGET=x86_64-unknown-linux-musl
 if ! rustup target list --installed 2>/dev/null | grep -qx "$MUSL_TARGET"; then
 	command -v rustup >/dev/null || die "rustup is not installed, so the $MUSL_TARGET target cannot be added: install Rust with rustup (https://rustup.rs) and rerun"
@@ -45,12 +45,12 @@ if ! command -v musl-gcc >/dev/null; then
 	{ $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq musl-tools; } >&2 \
 		|| die "apt-get install musl-tools failed (musl-gcc is needed for the musl target)"
 fi
-cargo build --release --locked --target "$MUSL_TARGET" \
+cargo build --profile dist --locked --target "$MUSL_TARGET" \
 	-p daprs-sentry --bin sentry \
 	-p daprs-operator --bin operator \
 	-p daprs-injector --bin injector \
 	-p daprs-sidecar --bin daprd
 for bin in sentry operator injector daprd; do
-	ldd "target/$MUSL_TARGET/release/$bin" 2>&1 | grep -qE 'not a dynamic executable|statically linked' \
-		|| die "target/$MUSL_TARGET/release/$bin is not statically linked (the distroless/static image has no libc)"
+	ldd "target/$MUSL_TARGET/dist/$bin" 2>&1 | grep -qE 'not a dynamic executable|statically linked' \
+		|| die "target/$MUSL_TARGET/dist/$bin is not statically linked (the distroless/static image has no libc)"
 done

@@ -97,7 +97,7 @@ fn the_test_command_builds_what_the_dockerfile_builds() {
     let build = |file: &str| -> Vec<String> {
         let text = std::fs::read_to_string(repo_root().join(file)).unwrap();
         let start = text
-            .find("cargo build --release --locked --target")
+            .find("cargo build --profile dist --locked --target")
             .unwrap_or_else(|| panic!("{file} has no static cargo build"));
         text[start..]
             .split_whitespace()
