@@ -5,7 +5,8 @@
 //! invokes the other through its own sidecar, over HTTP (`/v1.0/invoke`) and gRPC
 //! (`InvokeService`), sidecar to sidecar over Dapr's internal gRPC API with mutual TLS and the
 //! SPIFFE checks of both implementations. The receiving app checks the caller's headers
-//! (`dapr-caller-app-id`, W3C trace context).
+//! (`dapr-caller-app-id`, W3C trace context). An mDNS announcement that sends both callers
+//! to a sidecar whose certificate names another app is refused by both SPIFFE checks.
 //!
 //! Multicast on the machine's interfaces is needed (it loops back locally; nothing leaves the
 //! machine that a peer on the link would not also see from Dapr).
@@ -98,6 +99,7 @@ struct Sidecar {
     child: Child,
     http: u16,
     grpc: u16,
+    internal: u16,
     log: PathBuf,
 }
 
@@ -182,6 +184,7 @@ fn ours(app_id: &str, app_port: u16, sentry: &Sentry, dir: &Path, config: &Path)
         child: command.spawn().unwrap(),
         http,
         grpc,
+        internal,
         log,
     }
 }
@@ -221,6 +224,7 @@ fn dapr(
         child: command.spawn().unwrap(),
         http,
         grpc,
+        internal,
         log,
     }
 }
@@ -328,10 +332,15 @@ async fn our_daprd_and_a_real_dapr_daprd_invoke_each_other_over_mutual_tls() {
     // App ids unique to this run: mDNS is shared by everything on the machine.
     let suffix = std::process::id();
     let (rust_id, go_id) = (format!("rusty{suffix}"), format!("gopher{suffix}"));
+    let spare_seen: Seen = Default::default();
+    let spare_app = echo_app("spare-app", spare_seen.clone()).await;
+    let spare_id = format!("spare{suffix}");
     let mut rust = ours(&rust_id, rust_app, &sentry, dir.path(), &config);
     let mut go = dapr(&binary, &go_id, go_app, &sentry, dir.path(), &config);
+    let mut spare = ours(&spare_id, spare_app, &sentry, dir.path(), &config);
     rust.ready("our daprd").await;
     go.ready("Dapr's daprd").await;
+    spare.ready("our second daprd").await;
 
     // ours -> Dapr, HTTP.
     let got = eventually("our daprd invoking Dapr's over HTTP", || async {
@@ -411,10 +420,47 @@ async fn our_daprd_and_a_real_dapr_daprd_invoke_each_other_over_mutual_tls() {
         assert_eq!(got["body"].as_str().unwrap().len(), body.len());
     }
 
+    // An impostor: mDNS (announced from this process) says app "ghost" is at a third
+    // sidecar (ours, app id "spare", not called before: Dapr pools connections by address
+    // and would reuse one checked earlier). Both callers' SPIFFE checks refuse it.
+    let ghost = format!("ghost{suffix}");
+    let impostor = daprs_sidecar::invoke::mdns::Mdns::start().unwrap();
+    impostor
+        .announce(
+            &ghost,
+            format!("127.0.0.1:{}", spare.internal).parse().unwrap(),
+        )
+        .unwrap();
+    let (status, body) = invoke_http(&rust, &ghost, "x").await;
+    assert_eq!(status, 500, "ours -> impostor: {body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!(
+            "spiffe://public/ns/default/{spare_id} is not the expected /ns/default/{ghost}"
+        )),
+        "ours -> impostor: {body}"
+    );
+    let (status, body) = invoke_http(&go, &ghost, "x").await;
+    assert_eq!(status, 500, "Dapr -> impostor: {body}");
+    assert_eq!(
+        body["errorCode"], "ERR_DIRECT_INVOKE",
+        "Dapr -> impostor: {body}"
+    );
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("spiffe://public/ns/default/{spare_id}")),
+        "Dapr -> impostor: Dapr's SPIFFE check should name our id: {body}"
+    );
+    drop(impostor);
+    assert!(
+        spare_seen.lock().unwrap().is_empty(),
+        "the impostor's callers never reached the app behind it"
+    );
+
     assert!(
         !rust_seen.lock().unwrap().is_empty() && !go_seen.lock().unwrap().is_empty(),
         "both apps were called"
     );
-    drop((rust, go));
+    drop((rust, go, spare));
     sentry.stop().await;
 }

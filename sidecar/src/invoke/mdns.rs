@@ -99,6 +99,9 @@ struct State {
 #[derive(Debug)]
 pub struct Mdns {
     socket: Arc<UdpSocket>,
+    /// The same socket for sends outside the runtime (announcement, goodbye): Tokio's
+    /// `try_send_to` fails with `WouldBlock` until the socket was seen writable.
+    sync: std::net::UdpSocket,
     state: Arc<Mutex<State>>,
     heard: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
@@ -157,12 +160,15 @@ fn bind() -> std::io::Result<std::net::UdpSocket> {
 impl Mdns {
     /// Binds the mDNS socket and starts answering and listening (needs a Tokio runtime).
     pub fn start() -> Result<Arc<Mdns>, MdnsError> {
-        let socket = Arc::new(UdpSocket::from_std(bind()?)?);
+        let std_socket = bind()?;
+        let sync = std_socket.try_clone()?;
+        let socket = Arc::new(UdpSocket::from_std(std_socket)?);
         let state = Arc::new(Mutex::new(State::default()));
         let heard = Arc::new(Notify::new());
         let task = tokio::spawn(receive(socket.clone(), state.clone(), heard.clone()));
         Ok(Arc::new(Mdns {
             socket,
+            sync,
             state,
             heard,
             task,
@@ -187,7 +193,7 @@ impl Mdns {
         let packet = response(&announcement, &[], true, None, RECORD_TTL);
         self.lock().announced = Some(announcement);
         if let Some(packet) = packet {
-            self.socket.try_send_to(&packet, group())?;
+            self.sync.send_to(&packet, group())?;
         }
         Ok(())
     }
