@@ -6,7 +6,8 @@
 //! (`InvokeService`), sidecar to sidecar over Dapr's internal gRPC API with mutual TLS and the
 //! SPIFFE checks of both implementations. The receiving app checks the caller's headers
 //! (`dapr-caller-app-id`, W3C trace context). An mDNS announcement that sends both callers
-//! to a sidecar whose certificate names another app is refused by both SPIFFE checks.
+//! to a sidecar whose certificate names another app is refused by both SPIFFE checks. gRPC
+//! proxying (`dapr-app-id` metadata) works both ways between real gRPC apps (grpcio).
 //!
 //! Multicast on the machine's interfaces is needed (it loops back locally; nothing leaves the
 //! machine that a peer on the link would not also see from Dapr).
@@ -161,12 +162,14 @@ fn common_env(command: &mut Command, dir: &Path, name: &str) -> PathBuf {
 }
 
 /// Our daprd, `--app-id app_id`, mDNS name resolution.
-fn ours(app_id: &str, app_port: u16, sentry: &Sentry, dir: &Path, config: &Path) -> Sidecar {
+fn ours(app_id: &str, app: (u16, &str), sentry: &Sentry, dir: &Path, config: &Path) -> Sidecar {
+    let (app_port, app_protocol) = app;
     let (http, grpc, metrics, internal) = (free_port(), free_port(), free_port(), free_port());
     let mut command = Command::new(DAPRD);
     command
         .args(["--app-id", app_id, "--dapr-listen-addresses", "127.0.0.1"])
         .args(["--app-port", &app_port.to_string()])
+        .args(["--app-protocol", app_protocol])
         .args(["--dapr-http-port", &http.to_string()])
         .args(["--dapr-grpc-port", &grpc.to_string()])
         .args(["--metrics-port", &metrics.to_string()])
@@ -193,11 +196,12 @@ fn ours(app_id: &str, app_port: u16, sentry: &Sentry, dir: &Path, config: &Path)
 fn dapr(
     binary: &Path,
     app_id: &str,
-    app_port: u16,
+    app: (u16, &str),
     sentry: &Sentry,
     dir: &Path,
     config: &Path,
 ) -> Sidecar {
+    let (app_port, app_protocol) = app;
     let (http, grpc, metrics, internal) = (free_port(), free_port(), free_port(), free_port());
     let resources = dir.join(format!("{app_id}-resources"));
     std::fs::create_dir_all(&resources).unwrap();
@@ -205,6 +209,7 @@ fn dapr(
     command
         .args(["--app-id", app_id, "--dapr-listen-addresses", "127.0.0.1"])
         .args(["--app-port", &app_port.to_string()])
+        .args(["--app-protocol", app_protocol])
         .args(["--dapr-http-port", &http.to_string()])
         .args(["--dapr-grpc-port", &grpc.to_string()])
         .args(["--metrics-port", &metrics.to_string()])
@@ -335,9 +340,16 @@ async fn our_daprd_and_a_real_dapr_daprd_invoke_each_other_over_mutual_tls() {
     let spare_seen: Seen = Default::default();
     let spare_app = echo_app("spare-app", spare_seen.clone()).await;
     let spare_id = format!("spare{suffix}");
-    let mut rust = ours(&rust_id, rust_app, &sentry, dir.path(), &config);
-    let mut go = dapr(&binary, &go_id, go_app, &sentry, dir.path(), &config);
-    let mut spare = ours(&spare_id, spare_app, &sentry, dir.path(), &config);
+    let mut rust = ours(&rust_id, (rust_app, "http"), &sentry, dir.path(), &config);
+    let mut go = dapr(
+        &binary,
+        &go_id,
+        (go_app, "http"),
+        &sentry,
+        dir.path(),
+        &config,
+    );
+    let mut spare = ours(&spare_id, (spare_app, "http"), &sentry, dir.path(), &config);
     rust.ready("our daprd").await;
     go.ready("Dapr's daprd").await;
     spare.ready("our second daprd").await;
@@ -462,5 +474,181 @@ async fn our_daprd_and_a_real_dapr_daprd_invoke_each_other_over_mutual_tls() {
         "both apps were called"
     );
     drop((rust, go, spare));
+    sentry.stop().await;
+}
+
+/// Messages as raw bytes (the echo app's service has no .proto).
+#[derive(Clone, Copy, Default)]
+struct Raw;
+
+impl tonic::codec::Codec for Raw {
+    type Encode = bytes::Bytes;
+    type Decode = bytes::Bytes;
+    type Encoder = Raw;
+    type Decoder = Raw;
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl tonic::codec::Encoder for Raw {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: bytes::Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put(dst, item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for Raw {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<bytes::Bytes>, tonic::Status> {
+        use bytes::Buf;
+        let n = src.remaining();
+        Ok(Some(src.copy_to_bytes(n)))
+    }
+}
+
+/// A grpcio app (`tests/sdk/grpc_echo_app.py`, from the SDK virtualenv of
+/// `scripts/sidecar-deps.sh`) serving `daprs.test.Echo`; returns its port.
+async fn grpc_echo_app() -> (u16, Child) {
+    let python = std::env::var_os("DAPRS_SDK_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/daprs/sdk-venv/bin/python")
+        });
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/sidecar-deps.sh (its Python virtualenv has grpcio)",
+        python.display()
+    );
+    let port = free_port();
+    let child = Command::new(python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/grpc_echo_app.py"))
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the gRPC app did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (port, child)
+}
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// gRPC proxying (`dapr-app-id` metadata on any service) between our daprd and Dapr's, both
+/// directions, each in front of a real gRPC app (grpcio), over mutual TLS with mDNS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_proxying_between_our_daprd_and_a_real_dapr_daprd() {
+    let binary = dapr_daprd();
+    let mut sentry = Sentry::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, MDNS_CONFIG).unwrap();
+    let (rust_app, rust_app_proc) = grpc_echo_app().await;
+    let (go_app, go_app_proc) = grpc_echo_app().await;
+    let _apps = (Kill(rust_app_proc), Kill(go_app_proc));
+    let suffix = std::process::id();
+    let (rust_id, go_id) = (format!("rustproxy{suffix}"), format!("goproxy{suffix}"));
+    let mut rust = ours(&rust_id, (rust_app, "grpc"), &sentry, dir.path(), &config);
+    let mut go = dapr(
+        &binary,
+        &go_id,
+        (go_app, "grpc"),
+        &sentry,
+        dir.path(),
+        &config,
+    );
+    rust.ready("our daprd").await;
+    go.ready("Dapr's daprd").await;
+
+    for (via, target, caller, what) in [
+        (&rust, &go_id, &rust_id, "ours -> Dapr"),
+        (&go, &rust_id, &go_id, "Dapr -> ours"),
+    ] {
+        let channel =
+            tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", via.grpc))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+        let mut grpc = tonic::client::Grpc::new(channel);
+        let (rust, go) = (&rust, &go);
+        let response = eventually(what, || {
+            let mut grpc = grpc.clone();
+            async move {
+                let mut request = tonic::Request::new(bytes::Bytes::from_static(b"hi there"));
+                let md = request.metadata_mut();
+                md.insert("dapr-app-id", target.parse().unwrap());
+                md.insert("x-custom", "hello".parse().unwrap());
+                md.insert("traceparent", TRACEPARENT.parse().unwrap());
+                grpc.ready().await.map_err(|e| e.to_string())?;
+                grpc.unary(
+                    request,
+                    http::uri::PathAndQuery::from_static("/daprs.test.Echo/Say"),
+                    Raw,
+                )
+                .await
+                .map_err(|s| format!("{s:?}\nour log:\n{}\nDapr's log:\n{}", rust.log(), go.log()))
+            }
+        })
+        .await;
+        assert_eq!(
+            response
+                .metadata()
+                .get("x-app-header")
+                .map(|v| v.to_str().unwrap()),
+            Some("h"),
+            "{what}: {:?}",
+            response.metadata()
+        );
+        let got: Value = serde_json::from_slice(response.get_ref()).unwrap();
+        assert_eq!(got["body"], "hi there", "{what}");
+        let md = &got["metadata"];
+        assert_eq!(md["x-custom"], json!(["hello"]), "{what}: {md}");
+        assert_eq!(md["dapr-caller-app-id"], json!([caller]), "{what}: {md}");
+        assert_eq!(md["dapr-callee-app-id"], json!([target]), "{what}: {md}");
+        assert!(md.get("dapr-app-id").is_none(), "{what}: {md}");
+
+        // A status from the app comes back as the app sent it.
+        let mut request = tonic::Request::new(bytes::Bytes::new());
+        request
+            .metadata_mut()
+            .insert("dapr-app-id", target.parse().unwrap());
+        grpc.ready().await.unwrap();
+        let status = grpc
+            .unary(
+                request,
+                http::uri::PathAndQuery::from_static("/daprs.test.Echo/Fail"),
+                Raw,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::NotFound, "{what}: {status:?}");
+        assert_eq!(status.message(), "order 7 not found", "{what}");
+    }
+    drop((rust, go));
     sentry.stop().await;
 }
