@@ -6,7 +6,8 @@
 //! (`InvokeService`), sidecar to sidecar over Dapr's internal gRPC API with mutual TLS and the
 //! SPIFFE checks of both implementations. The receiving app checks the caller's headers
 //! (`dapr-caller-app-id`, W3C trace context). An mDNS announcement that sends both callers
-//! to a sidecar whose certificate names another app is refused by both SPIFFE checks. gRPC
+//! to a sidecar whose certificate names another app is refused by both SPIFFE checks. Each
+//! side's `spec.accessControl` denies a path to the other's SPIFFE id (403). gRPC
 //! proxying (`dapr-app-id` metadata) works both ways between real gRPC apps (grpcio).
 //!
 //! Multicast on the machine's interfaces is needed (it loops back locally; nothing leaves the
@@ -136,6 +137,33 @@ impl Sidecar {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// mDNS, and an ACL that denies `/admin` to `caller` (allows the rest).
+fn acl_config(caller: &str) -> String {
+    format!(
+        r#"
+apiVersion: dapr.io/v1alpha1
+kind: Configuration
+metadata:
+  name: interop-acl
+spec:
+  nameResolution:
+    component: mdns
+  accessControl:
+    defaultAction: allow
+    trustDomain: public
+    policies:
+    - appId: {caller}
+      defaultAction: allow
+      trustDomain: public
+      namespace: default
+      operations:
+      - name: /admin
+        httpVerb: ["*"]
+        action: deny
+"#
+    )
 }
 
 const MDNS_CONFIG: &str = r#"
@@ -340,14 +368,24 @@ async fn our_daprd_and_a_real_dapr_daprd_invoke_each_other_over_mutual_tls() {
     let spare_seen: Seen = Default::default();
     let spare_app = echo_app("spare-app", spare_seen.clone()).await;
     let spare_id = format!("spare{suffix}");
-    let mut rust = ours(&rust_id, (rust_app, "http"), &sentry, dir.path(), &config);
+    // Each side's ACL denies /admin to the other.
+    let (rust_config, go_config) = (dir.path().join("rust.yaml"), dir.path().join("go.yaml"));
+    std::fs::write(&rust_config, acl_config(&go_id)).unwrap();
+    std::fs::write(&go_config, acl_config(&rust_id)).unwrap();
+    let mut rust = ours(
+        &rust_id,
+        (rust_app, "http"),
+        &sentry,
+        dir.path(),
+        &rust_config,
+    );
     let mut go = dapr(
         &binary,
         &go_id,
         (go_app, "http"),
         &sentry,
         dir.path(),
-        &config,
+        &go_config,
     );
     let mut spare = ours(&spare_id, (spare_app, "http"), &sentry, dir.path(), &config);
     rust.ready("our daprd").await;
@@ -431,6 +469,24 @@ async fn our_daprd_and_a_real_dapr_daprd_invoke_each_other_over_mutual_tls() {
         let got: Value = r.json().await.unwrap();
         assert_eq!(got["body"].as_str().unwrap().len(), body.len());
     }
+
+    // Each ACL, checking the other implementation's SPIFFE id, denies /admin: 403.
+    for (via, target, what) in [(&rust, &go_id, "Dapr's ACL"), (&go, &rust_id, "our ACL")] {
+        let (status, body) = invoke_http(via, target, "admin").await;
+        assert_eq!(status, 403, "{what}: {body}");
+        assert_eq!(body["errorCode"], "ERR_DIRECT_INVOKE", "{what}: {body}");
+        let (status, body) = invoke_http(via, target, "orders/9").await;
+        assert_eq!(status, 200, "{what} allows the rest: {body}");
+    }
+    assert!(
+        !rust_seen
+            .lock()
+            .unwrap()
+            .iter()
+            .chain(go_seen.lock().unwrap().iter())
+            .any(|(p, _)| p == "/admin"),
+        "a denied call reached an app"
+    );
 
     // An impostor: mDNS (announced from this process) says app "ghost" is at a third
     // sidecar (ours, app id "spare", not called before: Dapr pools connections by address
