@@ -17,6 +17,11 @@ DAPRS_K8S_BIN=$(scripts/k8s-binaries.sh | tail -n 1)
 [ -x "$DAPRS_K8S_BIN/kube-apiserver" ] || die "scripts/k8s-binaries.sh did not produce kube-apiserver in '$DAPRS_K8S_BIN'"
 export DAPRS_K8S_BIN
 
+step "Dapr's daprd for the interoperability test (built from Dapr's Go module, cached after the first run)"
+DAPRS_DAPR_DAPRD=$(scripts/dapr-daprd.sh | tail -n 1)
+[ -x "$DAPRS_DAPR_DAPRD" ] || die "scripts/dapr-daprd.sh did not produce Dapr's daprd at '$DAPRS_DAPR_DAPRD'"
+export DAPRS_DAPR_DAPRD
+
 step "formatting and lints"
 if ! cargo fmt --version >/dev/null 2>&1; then
 	rustup component add rustfmt clippy >&2 || die "rustfmt is missing and 'rustup component add rustfmt clippy' failed"

@@ -524,15 +524,30 @@ impl pb::dapr_server::Dapr for DaprApi {
         };
         let result = result.map(|r| {
             let mut md = tonic::metadata::MetadataMap::new();
-            for (k, values) in &r.headers {
-                let Ok(key) = tonic::metadata::MetadataKey::from_bytes(k.as_bytes()) else {
-                    continue;
-                };
-                for v in &values.values {
-                    if let Ok(v) = tonic::metadata::MetadataValue::try_from(v.as_str()) {
-                        md.append(key.clone(), v);
+            for (k, value) in crate::invoke::app::grpc_caller_metadata(&r.headers) {
+                match value {
+                    crate::invoke::app::MdValue::Ascii(v) => {
+                        if let (Ok(key), Ok(v)) = (
+                            tonic::metadata::AsciiMetadataKey::from_bytes(k.as_bytes()),
+                            tonic::metadata::MetadataValue::try_from(v.as_str()),
+                        ) {
+                            md.append(key, v);
+                        }
+                    }
+                    crate::invoke::app::MdValue::Binary(v) => {
+                        if let Ok(key) =
+                            tonic::metadata::BinaryMetadataKey::from_bytes(k.as_bytes())
+                        {
+                            md.append_bin(key, tonic::metadata::MetadataValue::from_bytes(&v));
+                        }
                     }
                 }
+            }
+            // An HTTP app's status, as Dapr reports it to a gRPC caller.
+            if r.status >= 100
+                && let Ok(v) = tonic::metadata::MetadataValue::try_from(r.status.to_string())
+            {
+                md.insert("dapr-http-status", v);
             }
             let body = common::InvokeResponse {
                 data: Some(prost_types::Any {

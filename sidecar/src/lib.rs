@@ -192,22 +192,36 @@ pub async fn start(args: Args) -> Result<Running, Error> {
             }
         }
         config::Mode::Standalone => {
-            if let Some(component) = configuration
+            let component = configuration
                 .name_resolution
                 .as_ref()
                 .map(|n| n.component.as_str())
-                .filter(|c| !c.is_empty() && *c != "registry")
-            {
-                tracing::warn!(
-                    component,
-                    "this name resolver is not supported; using the daprs registry directory"
-                );
+                .unwrap_or_default();
+            match component {
+                "mdns" => invoke::resolve::Resolver::Mdns(invoke::mdns::Mdns::start().map_err(
+                    |e| {
+                        Error::Config(format!(
+                            "spec.nameResolution.component is mdns, but {e}; free UDP port 5353 for multicast or use the default registry resolver (remove nameResolution)"
+                        ))
+                    },
+                )?),
+                "" | "registry" => invoke::resolve::Resolver::registry(
+                    args.registry_dir
+                        .clone()
+                        .unwrap_or_else(invoke::resolve::Resolver::default_registry_dir),
+                ),
+                other => {
+                    tracing::warn!(
+                        component = other,
+                        "this name resolver is not supported (self-hosted: registry, mdns); using the daprs registry directory"
+                    );
+                    invoke::resolve::Resolver::registry(
+                        args.registry_dir
+                            .clone()
+                            .unwrap_or_else(invoke::resolve::Resolver::default_registry_dir),
+                    )
+                }
             }
-            invoke::resolve::Resolver::registry(
-                args.registry_dir
-                    .clone()
-                    .unwrap_or_else(invoke::resolve::Resolver::default_registry_dir),
-            )
         }
     };
     let invocation = invoke::InvokeSettings {

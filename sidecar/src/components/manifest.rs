@@ -210,6 +210,10 @@ pub fn load_configuration(files: &[PathBuf]) -> Result<ConfigurationSpec, Compon
                 merged_api.denied.extend(api.denied);
             }
             merged.features.extend(spec.features);
+            // The name resolver (self-hosted: registry or mdns); a later file's wins.
+            if spec.name_resolution.is_some() {
+                merged.name_resolution = spec.name_resolution;
+            }
         }
         if !seen {
             return Err(file_error(
@@ -342,5 +346,17 @@ mod tests {
         let api = spec.api.unwrap();
         assert_eq!(api.allowed[0].name, "state");
         assert_eq!(api.denied[0].protocol, "grpc");
+    }
+
+    #[test]
+    fn configuration_name_resolution_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "config.yaml",
+            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  nameResolution:\n    component: mdns\n",
+        );
+        let spec = load_configuration(&[dir.path().join("config.yaml")]).unwrap();
+        assert_eq!(spec.name_resolution.unwrap().component, "mdns");
     }
 }

@@ -63,6 +63,23 @@ const HTTP_STANDARD: &[&str] = &[
     "warning",
 ];
 
+/// A header name in Go's canonical form (`CanonicalMIMEHeaderKey`): the first letter and each
+/// letter after a `-` upper case, the others lower case.
+pub fn canonical_header(name: &str) -> String {
+    let mut upper = true;
+    name.chars()
+        .map(|c| {
+            let out = if upper {
+                c.to_ascii_uppercase()
+            } else {
+                c.to_ascii_lowercase()
+            };
+            upper = c == '-';
+            out
+        })
+        .collect()
+}
+
 /// True for a hop-by-hop header, including those named by `Connection`.
 pub fn is_hop_by_hop(name: &str, connection_listed: &[String]) -> bool {
     let name = name.to_ascii_lowercase();
@@ -389,17 +406,20 @@ impl AppChannel {
             status,
             ..AppResponse::default()
         };
+        // As Dapr's HTTP channel: the app's headers in canonical form (`Content-Type`,
+        // `X-App`), Content-Type among them, so a Dapr caller sees them as it would from a
+        // Dapr callee (its gRPC API gives `Content-Type` and the like a `dapr-` prefix, and
+        // matches them case-sensitively).
         for (name, value) in response.headers() {
             let name = name.as_str();
             if name == "content-type" {
                 out.content_type = value.to_str().unwrap_or_default().to_owned();
-                continue;
             }
             if is_hop_by_hop(name, &[]) || name == "content-length" {
                 continue;
             }
             out.headers
-                .entry(name.to_owned())
+                .entry(canonical_header(name))
                 .or_default()
                 .values
                 .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
@@ -620,6 +640,74 @@ pub fn http_app_headers(md: &Md) -> Vec<(String, String)> {
     out
 }
 
+/// Dapr's permanent HTTP headers (`isPermanentHTTPHeader`): in the response headers of a call
+/// they get a `dapr-` prefix before reaching an `InvokeService` caller as gRPC metadata.
+const PERMANENT_HTTP: &[&str] = &[
+    "accept",
+    "accept-charset",
+    "accept-language",
+    "accept-ranges",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "cache-control",
+    "content-type",
+    "content-length",
+    "cookie",
+    "date",
+    "expect",
+    "from",
+    "host",
+    "if-match",
+    "if-modified-since",
+    "if-none-match",
+    "if-schedule-tag-match",
+    "if-unmodified-since",
+    "max-forwards",
+    "origin",
+    "pragma",
+    "referer",
+    "via",
+    "warning",
+];
+
+/// The response headers of a call (internal metadata, from our app channel or from another
+/// sidecar, Dapr's included) as gRPC response metadata for an `InvokeService` caller, by
+/// Dapr's rules (`InternalMetadataToGrpcMetadata`): permanent HTTP headers get a `dapr-`
+/// prefix (so an HTTP app's `Content-Length` never reaches an HTTP/2 response, where it would
+/// be a protocol error), trace headers and `destination-app-id` are dropped, `-bin` values are
+/// base64-decoded.
+pub fn grpc_caller_metadata(md: &Md) -> Vec<(String, MdValue)> {
+    let mut out = Vec::new();
+    for (key, values) in md {
+        let lower = key.to_ascii_lowercase();
+        if lower == trace::TRACEPARENT
+            || lower == trace::TRACESTATE
+            || lower == trace::GRPC_TRACE_BIN
+            || lower == "destination-app-id"
+        {
+            continue;
+        }
+        let name = if PERMANENT_HTTP.contains(&lower.as_str()) {
+            format!("dapr-{lower}")
+        } else {
+            lower
+        };
+        for v in &values.values {
+            if name.ends_with("-bin") {
+                if let Some(bytes) = decode_binary(v) {
+                    out.push((name.clone(), MdValue::Binary(bytes)));
+                }
+            } else {
+                out.push((name.clone(), MdValue::Ascii(v.clone())));
+            }
+        }
+    }
+    out
+}
+
 /// A metadata value for a gRPC app.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum MdValue {
@@ -789,5 +877,36 @@ mod tests {
             assert_eq!(verb_name(verb_number(v)), Some(v));
         }
         assert_eq!(verb_name(0), None);
+    }
+
+    #[test]
+    fn response_headers_for_grpc_callers_follow_dapr() {
+        assert_eq!(canonical_header("x-app"), "X-App");
+        assert_eq!(canonical_header("content-TYPE"), "Content-Type");
+        let got = grpc_caller_metadata(&md(&[
+            ("Content-Length", "513"),
+            ("Content-Type", "application/json"),
+            ("X-App", "beta"),
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ("destination-app-id", "beta"),
+            ("x-raw-bin", "AQI="),
+        ]));
+        let mut got: Vec<_> = got.into_iter().collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("dapr-content-length".into(), MdValue::Ascii("513".into())),
+                (
+                    "dapr-content-type".into(),
+                    MdValue::Ascii("application/json".into())
+                ),
+                ("x-app".into(), MdValue::Ascii("beta".into())),
+                ("x-raw-bin".into(), MdValue::Binary(vec![1, 2])),
+            ]
+        );
     }
 }

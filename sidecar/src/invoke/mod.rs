@@ -1,6 +1,6 @@
 //! Service invocation: the caller side (HTTP `/v1.0/invoke`, gRPC `InvokeService`), the
 //! sidecar-to-sidecar internal API `dapr.proto.internals.v1.ServiceInvocation` (client here,
-//! server in [`server`]), name resolution ([`resolve`]), ACLs ([`acl`]) and the app channel
+//! server in [`server`]), name resolution ([`resolve`], [`mdns`]), ACLs ([`acl`]) and the app channel
 //! ([`app`]).
 //!
 //! Sidecars talk gRPC over HTTP/2 on the internal port: mutual TLS with the sentry SVIDs when
@@ -12,6 +12,7 @@
 
 pub mod acl;
 pub mod app;
+pub mod mdns;
 pub mod proxy;
 pub mod resolve;
 pub mod server;
@@ -380,6 +381,7 @@ impl Invoker {
             let address = self
                 .resolver
                 .resolve(app_id, namespace)
+                .await
                 .map_err(|e| failed(e.to_string()))?;
             let channel = self.channel(&address, app_id, namespace).map_err(&failed)?;
             match call_stream(channel, request.clone(), call.body.clone()).await {

@@ -276,6 +276,7 @@ impl Layer {
         let address = invoker
             .resolver
             .resolve(app_id, namespace)
+            .await
             .map_err(|e| failed(e.to_string()))?;
         let channel = invoker
             .channel(&address, app_id, namespace)

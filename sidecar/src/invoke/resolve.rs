@@ -8,13 +8,15 @@
 //!   `$HOME/.dapr/registry`), one file per app, `<namespace>/<app-id>.json` holding
 //!   `{"address": "127.0.0.1:47321", "pid": 1234}`. Each daprd writes its own file when its
 //!   internal server listens and removes it when it stops; an entry whose process is gone is
-//!   ignored. No multicast is needed, so it works on any laptop. Dapr's default self-hosted
-//!   resolver (mDNS) is not implemented; `spec.nameResolution.component: mdns` falls back to
-//!   the registry with a warning. A resolved entry is remembered, with its file's modification
+//!   ignored. No multicast is needed, so it works on any laptop. A resolved entry is
+//!   remembered, with its file's modification
 //!   time, for [`REGISTRY_CACHE_TTL`] (reading and parsing the file and checking the process
 //!   cost several system calls per call otherwise): a call then only looks at the file's
 //!   metadata, so a rewritten entry is seen at once; it is forgotten when a call to it fails
 //!   ([`Resolver::forget`]).
+//! - `mdns` (self-hosted, by Configuration `spec.nameResolution.component: mdns`): Dapr's
+//!   default self-hosted resolver, on the wire as Dapr does it (see [`super::mdns`]), so a
+//!   real Dapr daprd and ours find each other. Namespaces play no part in it (as in Dapr).
 //!
 //! **Testing aid, never for production:** with `DAPRS_TESTING_RESOLVE_MAP` set to
 //! comma-separated `<name>:<port>=<address>:<port>` pairs, the `kubernetes` resolver dials the
@@ -98,6 +100,8 @@ pub enum ResolveError {
     },
     #[error("the registry entry {file} is unreadable: {error}")]
     BadEntry { file: String, error: String },
+    #[error(transparent)]
+    Mdns(#[from] super::mdns::MdnsError),
     #[error(
         "{TESTING_MAP_ENV} (a testing aid) is malformed: {0}; expected comma-separated <name>:<port>=<address>:<port> pairs, or unset it"
     )]
@@ -166,6 +170,7 @@ pub struct Entry {
 pub enum Resolver {
     Kubernetes { cluster_domain: String, port: u16 },
     Registry { dir: PathBuf, cache: RegistryCache },
+    Mdns(Arc<super::mdns::Mdns>),
 }
 
 impl Resolver {
@@ -180,8 +185,10 @@ impl Resolver {
     /// Forgets what is remembered about `app_id` (after a failed call to it), so the next
     /// call reads its registry entry again.
     pub fn forget(&self, app_id: &str, namespace: &str) {
-        if let Resolver::Registry { cache, .. } = self {
-            cache.forget(app_id, namespace);
+        match self {
+            Resolver::Registry { cache, .. } => cache.forget(app_id, namespace),
+            Resolver::Mdns(mdns) => mdns.forget(app_id),
+            Resolver::Kubernetes { .. } => {}
         }
     }
 
@@ -195,8 +202,9 @@ impl Resolver {
     }
 
     /// `host:port` of the sidecar of `app_id` in `namespace`.
-    pub fn resolve(&self, app_id: &str, namespace: &str) -> Result<String, ResolveError> {
+    pub async fn resolve(&self, app_id: &str, namespace: &str) -> Result<String, ResolveError> {
         match self {
+            Resolver::Mdns(mdns) => Ok(mdns.resolve(app_id).await?),
             Resolver::Kubernetes {
                 cluster_domain,
                 port,
@@ -241,8 +249,16 @@ impl Resolver {
         namespace: &str,
         address: &str,
     ) -> std::io::Result<Option<PathBuf>> {
-        let Resolver::Registry { dir, .. } = self else {
-            return Ok(None);
+        let dir = match self {
+            Resolver::Registry { dir, .. } => dir,
+            Resolver::Mdns(mdns) => {
+                let address = address.parse().map_err(|e| {
+                    std::io::Error::other(format!("announced address {address:?}: {e}"))
+                })?;
+                mdns.announce(app_id, address)?;
+                return Ok(None);
+            }
+            Resolver::Kubernetes { .. } => return Ok(None),
         };
         let file = entry_path(dir, app_id, namespace);
         if let Some(parent) = file.parent() {
@@ -287,14 +303,14 @@ fn process_alive(pid: u32) -> bool {
 mod tests {
     use super::*;
 
-    #[test]
-    fn kubernetes_names() {
+    #[tokio::test]
+    async fn kubernetes_names() {
         let r = Resolver::Kubernetes {
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.into(),
             port: 50002,
         };
         assert_eq!(
-            r.resolve("orders", "shop").unwrap(),
+            r.resolve("orders", "shop").await.unwrap(),
             "orders-dapr.shop.svc.cluster.local:50002"
         );
     }
@@ -319,20 +335,27 @@ mod tests {
         }
     }
 
-    #[test]
-    fn registry_round_trip_and_stale_entries() {
+    #[tokio::test]
+    async fn registry_round_trip_and_stale_entries() {
         let dir = tempfile::tempdir().unwrap();
         let r = Resolver::registry(dir.path().to_owned());
-        let err = r.resolve("orders", "default").unwrap_err().to_string();
+        let err = r
+            .resolve("orders", "default")
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not registered"), "{err}");
         let file = r
             .register("orders", "default", "127.0.0.1:47001")
             .unwrap()
             .unwrap();
-        assert_eq!(r.resolve("orders", "default").unwrap(), "127.0.0.1:47001");
+        assert_eq!(
+            r.resolve("orders", "default").await.unwrap(),
+            "127.0.0.1:47001"
+        );
         // A dead process's entry is ignored.
         std::fs::write(&file, r#"{"address":"127.0.0.1:1","pid":4000000000}"#).unwrap();
-        assert!(r.resolve("orders", "default").is_err());
+        assert!(r.resolve("orders", "default").await.is_err());
         // Only our own entry is removed.
         unregister(&file);
         assert!(file.exists());
@@ -341,8 +364,8 @@ mod tests {
         assert!(!file.exists());
     }
 
-    #[test]
-    fn registry_entries_are_remembered_until_their_file_changes() {
+    #[tokio::test]
+    async fn registry_entries_are_remembered_until_their_file_changes() {
         let dir = tempfile::tempdir().unwrap();
         let r = Resolver::registry(dir.path().to_owned());
         let file = r
@@ -351,11 +374,17 @@ mod tests {
             .unwrap();
         let entry =
             |address: &str| format!(r#"{{"address":"{address}","pid":{}}}"#, std::process::id());
-        assert_eq!(r.resolve("orders", "default").unwrap(), "127.0.0.1:47001");
+        assert_eq!(
+            r.resolve("orders", "default").await.unwrap(),
+            "127.0.0.1:47001"
+        );
 
         // A rewritten entry (new length or time) is read again at once.
         std::fs::write(&file, entry("127.0.0.10:47001")).unwrap();
-        assert_eq!(r.resolve("orders", "default").unwrap(), "127.0.0.10:47001");
+        assert_eq!(
+            r.resolve("orders", "default").await.unwrap(),
+            "127.0.0.10:47001"
+        );
 
         // Same length and time as what was read: the remembered address is used...
         let modified = std::fs::metadata(&file).unwrap().modified().unwrap();
@@ -366,10 +395,16 @@ mod tests {
             .unwrap()
             .set_modified(modified)
             .unwrap();
-        assert_eq!(r.resolve("orders", "default").unwrap(), "127.0.0.10:47001");
+        assert_eq!(
+            r.resolve("orders", "default").await.unwrap(),
+            "127.0.0.10:47001"
+        );
         // ...until a failed call forgets it,
         r.forget("orders", "default");
-        assert_eq!(r.resolve("orders", "default").unwrap(), "127.0.0.20:47001");
+        assert_eq!(
+            r.resolve("orders", "default").await.unwrap(),
+            "127.0.0.20:47001"
+        );
         // or the cache time passes.
         std::fs::write(&file, entry("127.0.0.30:47001")).unwrap();
         std::fs::File::options()
@@ -378,8 +413,14 @@ mod tests {
             .unwrap()
             .set_modified(modified)
             .unwrap();
-        assert_eq!(r.resolve("orders", "default").unwrap(), "127.0.0.20:47001");
+        assert_eq!(
+            r.resolve("orders", "default").await.unwrap(),
+            "127.0.0.20:47001"
+        );
         std::thread::sleep(REGISTRY_CACHE_TTL + Duration::from_millis(50));
-        assert_eq!(r.resolve("orders", "default").unwrap(), "127.0.0.30:47001");
+        assert_eq!(
+            r.resolve("orders", "default").await.unwrap(),
+            "127.0.0.30:47001"
+        );
     }
 }
