@@ -8,7 +8,11 @@
 //! ```
 //!
 //! `DAPRS_OPERATOR_WRAPPER="heaptrack -o /tmp/opheap"` runs the operator under a profiler (the
-//! RSS figures are then the wrapper's unless it execs, as `env` does).
+//! RSS figures are then the wrapper's unless it execs, as `env` does); `DAPRS_OPERATOR_BIN`
+//! runs another build of the operator. The RSS lines come from `/proc/<pid>/smaps_rollup`
+//! (anonymous = heap and stacks, file = the binary's and libraries' pages) after each quarter
+//! of the streams is open, and after the rounds; `HOLD=<seconds>` pauses with all streams
+//! open, to inspect the operator from outside.
 //!
 //! Each round changes one metadata value of a Component all streams may see, once with a
 //! server-side apply through the API (the write's own latency included) and once with
@@ -70,6 +74,22 @@ fn rss_kib(pid: u32) -> (u64, u64) {
             .unwrap_or(0)
     };
     (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// The operator's resident memory from `/proc/<pid>/smaps_rollup`, in KiB: (total, anonymous,
+/// file-backed). RSS counts touched pages, so this is what the process really holds.
+fn smaps_kib(pid: u32) -> (u64, u64, u64) {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap();
+    let field = |name: &str| -> u64 {
+        rollup
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let (rss, anon) = (field("Rss:"), field("Anonymous:"));
+    (rss, anon, rss.saturating_sub(anon))
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -178,15 +198,19 @@ async fn main() {
     let (grpc_port, healthz_port) = (free_port(), free_port());
     // DAPRS_OPERATOR_WRAPPER="heaptrack -o /tmp/operator" runs the operator under a profiler
     // (the RSS figures are then the wrapper's, not the operator's).
+    // DAPRS_OPERATOR_BIN=<path> measures another build of the operator (another profile or
+    // target) instead of the one cargo built for this bench.
+    let binary = std::env::var("DAPRS_OPERATOR_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_operator").to_owned());
     let wrapper = std::env::var("DAPRS_OPERATOR_WRAPPER").unwrap_or_default();
     let mut wrapper = wrapper.split_whitespace();
     let mut command = match wrapper.next() {
         Some(program) => {
             let mut command = std::process::Command::new(program);
-            command.args(wrapper).arg(env!("CARGO_BIN_EXE_operator"));
+            command.args(wrapper).arg(&binary);
             command
         }
-        None => std::process::Command::new(env!("CARGO_BIN_EXE_operator")),
+        None => std::process::Command::new(&binary),
     };
     // Its own process group, so that a wrapper's child is stopped with it.
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
@@ -226,6 +250,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let idle = rss_kib(pid);
+    let mut steps = vec![(0, smaps_kib(pid))];
 
     // 10 app ids, `streams` connections (one per simulated sidecar), one stream each.
     let anchors = TrustAnchors::from_pem(&std::fs::read(&anchors_file).unwrap()).unwrap();
@@ -255,6 +280,15 @@ async fn main() {
     let connect_started = Instant::now();
     let mut opened = Vec::new();
     for i in 0..streams {
+        // RSS at each quarter of the streams, after they are all open.
+        if i > 0 && i % (streams / 4).max(1) == 0 {
+            for handle in opened.drain(..) {
+                let handle: tokio::task::JoinHandle<()> = handle;
+                handle.await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            steps.push((i, smaps_kib(pid)));
+        }
         let verifier =
             SpiffeServerVerifier::new(anchors.clone(), PeerMatcher::Exact(operator_id.clone()));
         let config =
@@ -289,6 +323,13 @@ async fn main() {
     let connect_time = connect_started.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let connected = rss_kib(pid);
+    steps.push((streams, smaps_kib(pid)));
+    // HOLD=<seconds> pauses here, all streams open, to look at the operator from outside.
+    let hold = env_or("HOLD", 0);
+    if hold > 0 {
+        println!("holding {hold} s with all streams open: operator pid {pid}");
+        tokio::time::sleep(Duration::from_secs(hold as u64)).await;
+    }
 
     let components: kube::Api<daprs_api::crd::Component> =
         kube::Api::namespaced(cluster.client(), apps.name());
@@ -340,6 +381,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let end = rss_kib(pid);
+    let after_rounds = smaps_kib(pid);
     last_api.sort();
     last_kubectl.sort();
     all.sort();
@@ -368,6 +410,19 @@ async fn main() {
         "operator RSS: idle {} KiB, {streams} streams {} KiB, after rounds {} KiB (peak {} KiB)",
         idle.0, connected.0, end.0, end.1
     );
+    for (open, (rss, anon, file)) in &steps {
+        println!("operator RSS with {open:>5} streams: {rss} KiB (anonymous {anon}, file {file})");
+    }
+    let (rss, anon, file) = after_rounds;
+    println!("operator RSS after the rounds:    {rss} KiB (anonymous {anon}, file {file})");
+    if let [(_, first), .., (last_open, last)] = steps.as_slice()
+        && *last_open > 0
+    {
+        println!(
+            "per stream (one connection each): {:.1} KiB",
+            (last.0 as f64 - first.0 as f64) / *last_open as f64
+        );
+    }
     // SIGTERM to the group: the operator drains and exits (and a profiler writes its data).
     // The `--` matters: procps' kill reads `-TERM -12345` as the group `-1`, which is every
     // process we may signal (it killed the whole test run).

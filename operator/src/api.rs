@@ -8,7 +8,6 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use daprs_api::SpiffeId;
 use daprs_api::proto::operator::operator_server::Operator;
 use daprs_api::proto::operator::*;
@@ -21,9 +20,6 @@ use crate::hub::{EventKind, Filter, Hub, Object};
 use crate::metrics::Metrics;
 use crate::pods::PodDirectory;
 use crate::secrets::{CoalescingSecrets, Inline, SecretError};
-
-/// Messages buffered per stream between its task and the connection.
-pub const STREAM_SEND_BUFFER: usize = 16;
 
 /// The watched resources, one hub per kind.
 #[derive(Clone, Debug)]
@@ -75,6 +71,16 @@ pub struct OperatorApi {
 
 type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
+/// Per-connection memory settings of the API's TLS: no session tickets and no session cache.
+/// Sidecars hold one long-lived connection each and reconnect rarely (after an operator
+/// restart, when a cache would be empty anyway), so resumption saves nothing, while rustls'
+/// defaults send two TLS 1.3 tickets per handshake and keep up to 256 sessions, each with the
+/// client's certificate chain, in memory.
+pub fn lean_tls(config: &mut rustls::ServerConfig) {
+    config.send_tls13_tickets = 0;
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+}
+
 /// The SPIFFE id of the client certificate of this call.
 pub fn caller<T>(request: &Request<T>) -> Result<SpiffeId, Status> {
     let certs = request
@@ -123,6 +129,67 @@ fn secret_status(e: SecretError) -> Status {
     Status::unavailable(e.to_string())
 }
 
+/// Counts a stream in the open-stream gauge until it is dropped.
+struct OpenStream(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// What one event stream holds between two events.
+struct StreamState {
+    replay: std::vec::IntoIter<crate::hub::Event>,
+    live: mpsc::Receiver<crate::hub::Event>,
+    lagged: Arc<std::sync::atomic::AtomicBool>,
+    filter: Filter,
+    inline: Inline,
+    secrets: Arc<CoalescingSecrets>,
+    shutdown: watch::Receiver<bool>,
+    _open: OpenStream,
+    /// A final status was sent: the stream ends.
+    done: bool,
+}
+
+impl StreamState {
+    /// The next message: an event's resource (JSON) and type, or the status that ends the
+    /// stream; `None` when the stream is over.
+    async fn next(&mut self) -> Option<Result<(Vec<u8>, i32), Status>> {
+        if self.done {
+            return None;
+        }
+        let event = match self.replay.next() {
+            Some(event) => event,
+            None => tokio::select! {
+                event = self.live.recv() => match event {
+                    Some(event) => event,
+                    None => {
+                        self.done = true;
+                        if !self.lagged.load(std::sync::atomic::Ordering::SeqCst) {
+                            return None;
+                        }
+                        tracing::warn!(namespace = %self.filter.namespace, app_id = %self.filter.app_id, "a stream fell behind and was closed; the client will reconnect and list again");
+                        return Some(Err(Status::aborted("the stream fell behind; reconnect and list again")));
+                    }
+                },
+                () = stopped(&mut self.shutdown) => {
+                    self.done = true;
+                    return Some(Err(Status::unavailable("the operator is shutting down")));
+                }
+            },
+        };
+        let bytes = match crate::secrets::resolve(&event.object, self.inline, &self.secrets).await {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::warn!(%error, resource = %event.object.name, "sending the resource without its secrets");
+                event.object.encoded.clone()
+            }
+        };
+        Some(Ok((bytes.to_vec(), event_type(event.kind))))
+    }
+}
+
 impl OperatorApi {
     fn check_running(&self) -> Result<(), Status> {
         if *self.shutdown.borrow() {
@@ -146,7 +213,13 @@ impl OperatorApi {
         Ok(out)
     }
 
-    /// Registers a stream on `hub` and pumps its events to the client.
+    /// Registers a stream on `hub` and sends its events to the client.
+    ///
+    /// The response body is the stream itself: no task and no second channel per stream (with
+    /// 1,000 sidecars each is a kilobyte or more of the operator's memory). The hub's bounded
+    /// [`crate::hub::SUBSCRIBER_BUFFER`] is the stream's only buffer, and HTTP/2 flow control
+    /// holds back a slow client's events there until the hub cuts it off. Dropping the body
+    /// (client gone, connection closed) drops the subscription.
     fn stream<E: Send + 'static>(
         &self,
         hub: &Arc<Hub>,
@@ -155,88 +228,41 @@ impl OperatorApi {
         make: fn(Vec<u8>, i32) -> E,
     ) -> Result<Response<EventStream<E>>, Status> {
         self.check_running()?;
-        let subscription = hub.subscribe(filter.clone());
-        let (tx, rx) = mpsc::channel::<Result<E, Status>>(STREAM_SEND_BUFFER);
-        let secrets = self.secrets.clone();
-        let mut shutdown = self.shutdown.clone();
+        let crate::hub::Subscription {
+            replay,
+            live,
+            lagged,
+        } = hub.subscribe(filter.clone());
         let gauge = self.metrics.streams(hub.kind());
         gauge.inc();
         tracing::debug!(resource = hub.kind(), namespace = %filter.namespace, app_id = %filter.app_id, "stream opened");
-        tokio::spawn(async move {
-            let crate::hub::Subscription {
-                replay,
-                mut live,
-                lagged,
-            } = subscription;
-            let send = |event: crate::hub::Event| {
-                let (tx, secrets) = (tx.clone(), secrets.clone());
-                async move {
-                    let bytes: Bytes = match crate::secrets::resolve(
-                        &event.object,
-                        inline,
-                        &secrets,
-                    )
-                    .await
-                    {
-                        Ok(bytes) => bytes,
-                        Err(error) => {
-                            tracing::warn!(%error, resource = %event.object.name, "sending the resource without its secrets");
-                            event.object.encoded.clone()
-                        }
-                    };
-                    tx.send(Ok(make(bytes.to_vec(), event_type(event.kind))))
-                        .await
-                        .is_ok()
-                }
-            };
-            for event in replay {
-                if !send(event).await {
-                    gauge.dec();
-                    return;
-                }
-            }
-            loop {
-                tokio::select! {
-                    event = live.recv() => match event {
-                        Some(event) => if !send(event).await { break },
-                        None => {
-                            if lagged.load(std::sync::atomic::Ordering::SeqCst) {
-                                tracing::warn!(namespace = %filter.namespace, app_id = %filter.app_id, "a stream fell behind and was closed; the client will reconnect and list again");
-                                let _ = tx.send(Err(Status::aborted("the stream fell behind; reconnect and list again"))).await;
-                            }
-                            break;
-                        }
-                    },
-                    () = stopped(&mut shutdown) => {
-                        let _ = tx.send(Err(Status::unavailable("the operator is shutting down"))).await;
-                        break;
-                    }
-                    () = tx.closed() => break,
-                }
-            }
-            gauge.dec();
+        let state = StreamState {
+            replay: replay.into_iter(),
+            live,
+            lagged,
+            filter,
+            inline,
+            secrets: self.secrets.clone(),
+            shutdown: self.shutdown.clone(),
+            _open: OpenStream(gauge),
+            done: false,
+        };
+        let events = futures::stream::unfold(state, move |mut state| async move {
+            let item = state.next().await?;
+            Some((item.map(|(bytes, kind)| make(bytes, kind)), state))
         });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        Ok(Response::new(Box::pin(events)))
     }
 
     /// A stream that never sends (resources daprs does not serve), open until shutdown.
     fn idle_stream<E: Send + 'static>(&self) -> Result<Response<EventStream<E>>, Status> {
         self.check_running()?;
-        let (tx, rx) = mpsc::channel::<Result<E, Status>>(1);
         let mut shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                () = stopped(&mut shutdown) => {
-                    let _ = tx.send(Err(Status::unavailable("the operator is shutting down"))).await;
-                }
-                () = tx.closed() => {}
-            }
+        let events = futures::stream::once(async move {
+            stopped(&mut shutdown).await;
+            Err(Status::unavailable("the operator is shutting down"))
         });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        Ok(Response::new(Box::pin(events)))
     }
 
     fn filter(id: &SpiffeId, namespace: &str) -> Filter {
@@ -489,7 +515,133 @@ impl Operator for OperatorApi {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::StreamExt;
     use prost::Message;
+
+    /// The test resources reference no Secret, so nothing is ever looked up.
+    struct NoSecrets;
+
+    #[async_trait::async_trait]
+    impl crate::secrets::SecretSource for NoSecrets {
+        async fn get(
+            &self,
+            namespace: &str,
+            name: &str,
+        ) -> Result<Option<crate::secrets::SecretData>, SecretError> {
+            panic!("no Secret is referenced, yet {namespace}/{name} was looked up")
+        }
+    }
+
+    fn api() -> (OperatorApi, watch::Sender<bool>) {
+        let (stop, shutdown) = watch::channel(false);
+        let hubs = Hubs::default();
+        for hub in hubs.all() {
+            hub.relist_start();
+            hub.relist_done();
+        }
+        let api = OperatorApi {
+            hubs,
+            secrets: Arc::new(CoalescingSecrets::new(Arc::new(NoSecrets))),
+            pods: Arc::new(crate::pods::StaticPods::default()),
+            shutdown,
+            metrics: Arc::new(Metrics::default()),
+        };
+        (api, stop)
+    }
+
+    fn component(revision: usize) -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "dapr.io/v1alpha1", "kind": "Component",
+            "metadata": {"name": "store", "namespace": "ns", "resourceVersion": revision.to_string()},
+            "spec": {"type": "state.redis", "version": "v1", "metadata": [{"name": "revision", "value": revision.to_string()}]}
+        })
+    }
+
+    fn open(api: &OperatorApi) -> EventStream<ComponentUpdateEvent> {
+        let filter = Filter {
+            namespace: "ns".into(),
+            app_id: "app".into(),
+            name: None,
+        };
+        api.stream(
+            &api.hubs.components,
+            filter,
+            Inline::Base64,
+            |component, r#type| ComponentUpdateEvent { component, r#type },
+        )
+        .unwrap()
+        .into_inner()
+    }
+
+    #[tokio::test]
+    async fn a_stream_sends_changes_and_dropping_it_unsubscribes() {
+        let (api, _stop) = api();
+        let gauge = api.metrics.streams("components");
+        let mut events = open(&api);
+        assert_eq!(gauge.get(), 1);
+        api.hubs.components.apply(component(1));
+        let event = events.next().await.unwrap().unwrap();
+        assert_eq!(event.r#type, ResourceEventType::Created as i32);
+        let value: serde_json::Value = serde_json::from_slice(&event.component).unwrap();
+        assert_eq!(value["spec"]["metadata"][0]["value"], "1");
+        api.hubs.components.apply(component(2));
+        let event = events.next().await.unwrap().unwrap();
+        assert_eq!(event.r#type, ResourceEventType::Updated as i32);
+
+        drop(events);
+        assert_eq!(gauge.get(), 0, "a dropped stream leaves the gauge");
+        api.hubs.components.apply(component(3));
+        assert_eq!(
+            api.hubs.components.subscribers(),
+            0,
+            "the hub forgets a dropped stream"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_falls_behind_gets_its_buffered_events_then_aborted() {
+        let (api, _stop) = api();
+        let mut events = open(&api);
+        for revision in 1..=crate::hub::SUBSCRIBER_BUFFER + 1 {
+            api.hubs.components.apply(component(revision));
+        }
+        for revision in 1..=crate::hub::SUBSCRIBER_BUFFER {
+            let event = events.next().await.unwrap().unwrap();
+            let value: serde_json::Value = serde_json::from_slice(&event.component).unwrap();
+            assert_eq!(value["spec"]["metadata"][0]["value"], revision.to_string());
+        }
+        let status = events.next().await.unwrap().unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Aborted);
+        assert!(
+            events.next().await.is_none(),
+            "the stream ends after its status"
+        );
+        assert_eq!(api.metrics.streams("components").get(), 0);
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_event_and_idle_streams_with_unavailable() {
+        let (api, stop) = api();
+        let mut events = open(&api);
+        let mut idle = api
+            .idle_stream::<ComponentUpdateEvent>()
+            .unwrap()
+            .into_inner();
+        stop.send(true).unwrap();
+        for stream in [&mut events, &mut idle] {
+            let status = stream.next().await.unwrap().unwrap_err();
+            assert_eq!(status.code(), tonic::Code::Unavailable);
+            assert!(stream.next().await.is_none());
+        }
+        assert_eq!(
+            open_after_shutdown(&api).unwrap_err().code(),
+            tonic::Code::Unavailable
+        );
+    }
+
+    fn open_after_shutdown(api: &OperatorApi) -> Result<(), Status> {
+        api.idle_stream::<ComponentUpdateEvent>().map(drop)
+    }
 
     #[test]
     fn the_namespace_must_be_the_callers() {

@@ -180,8 +180,9 @@ pub async fn serve_api(
     shutdown: signal::Receiver<bool>,
 ) -> Result<(), Error> {
     let clients = SpiffeClientVerifier::new(anchors, PeerMatcher::Any);
-    let tls = daprs_api::tls::server_config(svid, Some(clients))
+    let mut tls = daprs_api::tls::server_config(svid, Some(clients))
         .map_err(|e| Error::Tls(e.to_string()))?;
+    api::lean_tls(&mut tls);
     let incoming = daprs_api::tls::tls_incoming(listener, Arc::new(tls));
     let mut stop = shutdown.clone();
     let server = tonic::transport::Server::builder()

@@ -573,3 +573,39 @@ async fn shutdown_ends_open_streams_and_the_server() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_stream_the_client_drops_or_disconnects_is_unsubscribed() {
+    let op = start().await;
+    let hub = &op.hubs.components;
+    // Waits until the hub has `n` subscribers; a change makes it notice closed streams.
+    let settles_at = |n: usize| async move {
+        for revision in 0..100 {
+            hub.apply(component("a", "c", &format!("{n}.{revision}"), &[]));
+            if hub.subscribers() == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the hub has {} subscribers, not {n}", hub.subscribers());
+    };
+    let mut client = op.client("orders", "a").await;
+    let request = || ComponentUpdateRequest {
+        namespace: "a".into(),
+    };
+    let dropped = client.component_update(request()).await.unwrap();
+    let mut kept = client
+        .component_update(request())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(hub.subscribers(), 2);
+    // The client resets one stream: only that one goes; the other still receives.
+    drop(dropped);
+    settles_at(1).await;
+    assert!(next_event(&mut kept).await.1["metadata"]["name"] == "c");
+    // The client goes away altogether (its connection closes).
+    drop(kept);
+    drop(client);
+    settles_at(0).await;
+}
