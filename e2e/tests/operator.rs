@@ -173,6 +173,13 @@ impl Fixture {
     /// `webhook_url` the CRDs' conversion webhook is reached by URL (there is no cluster DNS).
     async fn new(extra: &[&str], webhook_url: bool) -> Self {
         tls::install_default_provider();
+        // The operator's logs, shown with a failing test's output (RUST_LOG overrides).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "daprs_operator=info".into()),
+            )
+            .with_test_writer()
+            .try_init();
         let cluster = Cluster::shared().await;
         install_crds(cluster).await;
         let cp = TempNs::create(cluster.connection()).await.unwrap();
@@ -1452,5 +1459,129 @@ async fn only_the_leader_points_the_conversion_webhook_at_itself() {
     .await;
     assert!(*b.leading.borrow());
     b.stop().await.unwrap();
+    f.cleanup().await;
+}
+
+/// The `Valid` and `Ready` conditions and `observedGeneration` of `plural/name` once the
+/// status is written for the current generation.
+async fn conditions_of(f: &Fixture, plural: &str, name: &str) -> Option<(Value, Value, i64)> {
+    let out = kubectl(
+        f.cluster,
+        &["get", plural, name, "-n", f.apps.name(), "-o", "json"],
+        None,
+    )
+    .await;
+    let object: Value = serde_json::from_str(&out).ok()?;
+    let generation = object["metadata"]["generation"].as_i64()?;
+    let status = &object["status"];
+    if status["observedGeneration"].as_i64()? != generation {
+        return None;
+    }
+    let find = |t: &str| {
+        status["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == t)
+            .cloned()
+    };
+    let ready = find("Ready")?;
+    if ready["status"] == "Unknown" {
+        return None;
+    }
+    Some((find("Valid")?, ready, generation))
+}
+
+#[tokio::test]
+async fn configurations_subscriptions_resiliencies_and_http_endpoints_get_a_status() {
+    let f = Fixture::new(&["--disable-crd-apply"], false).await;
+    for (file, plural, name) in [
+        ("configuration.yaml", "configurations", "appconfig"),
+        ("subscription-v2alpha1.yaml", "subscriptions", "order-sub"),
+        ("resiliency.yaml", "resiliencies", "myresiliency"),
+        ("httpendpoint.yaml", "httpendpoints", "payments"),
+    ] {
+        let (ok, _, err) = f.apply(&manifest(file)).await;
+        assert!(ok, "{file}: {err}");
+        let (valid, ready, generation) =
+            eventually(30, &format!("the status of {plural}/{name}"), || {
+                conditions_of(&f, plural, name)
+            })
+            .await;
+        assert_eq!(
+            (&valid["status"], &valid["reason"]),
+            (&json!("True"), &json!("Parsed")),
+            "{plural}: {valid}"
+        );
+        assert_eq!(
+            (&ready["status"], &ready["reason"]),
+            (&json!("True"), &json!("Served")),
+            "{plural}: {ready}"
+        );
+        assert_eq!(ready["observedGeneration"], generation);
+        if plural == "subscriptions" {
+            assert!(
+                valid["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("routing rule(s) are dropped"),
+                "what a dapr.io/v1alpha1 reader loses is said: {valid}"
+            );
+        }
+    }
+
+    // A Resiliency target naming a policy that is not defined: not valid, with where and
+    // what; still served (sidecars load it).
+    let typo = manifest("resiliency.yaml").replace(
+        "        retry: retryForever\n        circuitBreaker: simpleCB\n        circuitBreakerCacheSize: 100",
+        "        retry: retryForEver\n        circuitBreaker: simpleCB\n        circuitBreakerCacheSize: 100",
+    );
+    assert_ne!(typo, manifest("resiliency.yaml"));
+    let (ok, _, err) = f.apply(&typo).await;
+    assert!(ok, "{err}");
+    let (valid, ready, generation) = eventually(30, "the new generation's status", || async {
+        let seen = conditions_of(&f, "resiliencies", "myresiliency").await?;
+        (seen.2 > 1).then_some(seen)
+    })
+    .await;
+    assert_eq!(generation, 2);
+    assert_eq!(
+        (&valid["status"], &valid["reason"]),
+        (&json!("False"), &json!("UnknownPolicy")),
+        "{valid}"
+    );
+    assert!(
+        valid["message"].as_str().unwrap().contains(
+            "spec.targets.apps.appB.retry names \"retryForEver\", which spec.policies.retries does not define"
+        ),
+        "{valid}"
+    );
+    assert_eq!(ready["status"], "True", "{ready}");
+
+    // The writes belong to the operator's field manager.
+    let out = kubectl(
+        f.cluster,
+        &[
+            "get",
+            "configurations",
+            "appconfig",
+            "-n",
+            f.apps.name(),
+            "-o",
+            "json",
+            "--show-managed-fields",
+        ],
+        None,
+    )
+    .await;
+    let object: Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        object["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["manager"] == "daprs-operator" && m["subresource"] == "status"),
+        "{}",
+        object["metadata"]["managedFields"]
+    );
     f.cleanup().await;
 }

@@ -3,7 +3,8 @@
 //!
 //! Module map: [`watch`] feeds one [`hub`] per resource kind → [`api`] serves them to sidecars
 //! (with [`secrets`] inlined, [`pods`] for `dapr.io/config`) and [`status`] records what the
-//! sidecars report; [`leader`] runs [`service`] and the status aggregation on one replica;
+//! sidecars report; [`leader`] runs [`service`], the status aggregation, [`resource_status`]
+//! and the [`watchdog`] on one replica;
 //! [`webhook`] converts Subscriptions and [`validate`]s Components ([`component_webhook`] keeps
 //! its caBundle); [`crds`] renders and
 //! applies the CRDs; [`identity`] keeps the operator's SVID.
@@ -18,6 +19,7 @@ pub mod identity;
 pub mod leader;
 pub mod metrics;
 pub mod pods;
+pub mod resource_status;
 pub mod secrets;
 pub mod service;
 pub mod status;
@@ -552,6 +554,7 @@ pub async fn start_in(args: Args, env: Environment) -> Result<Running, Error> {
 
     // The reconcilers, on the leader only.
     let lead = {
+        let hubs = hubs.clone();
         let client = env.client.clone();
         let metrics = metrics.clone();
         let ns = watch_namespace.clone();
@@ -566,7 +569,8 @@ pub async fn start_in(args: Args, env: Environment) -> Result<Running, Error> {
         move |stop: signal::Receiver<bool>| {
             let (client, metrics, ns) = (client.clone(), metrics.clone(), ns.clone());
             let (component_webhook, bundle_rx) = (component_webhook.clone(), bundle_rx.clone());
-            let (conversion, cp_ns) = (conversion.clone(), cp_namespace.clone());
+            let (conversion, cp_ns, hubs) =
+                (conversion.clone(), cp_namespace.clone(), hubs.clone());
             let watchdog = watchdog::Watchdog {
                 client: client.clone(),
                 control_plane_namespace: cp_namespace.clone(),
@@ -618,7 +622,11 @@ pub async fn start_in(args: Args, env: Environment) -> Result<Running, Error> {
                         .await;
                     }
                 };
-                futures::join!(services, statuses, bundles, ca_bundle, conversion, watchdog);
+                let resources =
+                    resource_status::run(client.clone(), ns.clone(), hubs, stop.clone());
+                futures::join!(
+                    services, statuses, bundles, ca_bundle, conversion, watchdog, resources
+                );
                 metrics.leader.set(0);
             }
         }
