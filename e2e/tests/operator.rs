@@ -173,6 +173,13 @@ impl Fixture {
     /// `webhook_url` the CRDs' conversion webhook is reached by URL (there is no cluster DNS).
     async fn new(extra: &[&str], webhook_url: bool) -> Self {
         tls::install_default_provider();
+        // The operator's logs, shown with a failing test's output (RUST_LOG overrides).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "daprs_operator=info".into()),
+            )
+            .with_test_writer()
+            .try_init();
         let cluster = Cluster::shared().await;
         install_crds(cluster).await;
         let cp = TempNs::create(cluster.connection()).await.unwrap();
@@ -278,9 +285,25 @@ impl Fixture {
     }
 
     async fn start_operator(&mut self, extra: &[&str]) {
-        let port = self.webhook_port.to_string();
-        let webhook_name = component_webhook_name(&self.cp);
         let tls_dir = self.dir.path().join("webhook-tls");
+        let identity = format!("operator-{}", self.cp.name());
+        let running = self
+            .launch(&identity, &tls_dir, self.webhook_port, extra)
+            .await;
+        self.operator = Some(running);
+    }
+
+    /// Starts a replica named `identity` in the control plane, its webhooks on `webhook_port`
+    /// with the certificate and caBundle in `tls_dir`, and waits until it is ready.
+    async fn launch(
+        &self,
+        identity: &str,
+        tls_dir: &Path,
+        webhook_port: u16,
+        extra: &[&str],
+    ) -> daprs_operator::Running {
+        let port = webhook_port.to_string();
+        let webhook_name = component_webhook_name(&self.cp);
         let anchors = self.anchors_path();
         let mut argv = vec![
             "operator",
@@ -314,7 +337,7 @@ impl Fixture {
         let env = daprs_operator::Environment {
             namespace: self.cp.name().to_owned(),
             client: self.operator_client().await,
-            identity: format!("operator-{}", self.cp.name()),
+            identity: identity.to_owned(),
         };
         let running = daprs_operator::start_in(args, env).await.unwrap();
         let url = format!("http://{}/healthz", running.healthz_addr);
@@ -325,7 +348,7 @@ impl Fixture {
                 .then_some(())
         })
         .await;
-        self.operator = Some(running);
+        running
     }
 
     fn operator(&self) -> &daprs_operator::Running {
@@ -821,8 +844,13 @@ async fn sidecar_reports_show_in_kubectl_get_components() {
     f.cleanup().await;
 }
 
+/// The tests that let the operator point the (cluster-scoped) Subscription conversion webhook
+/// at themselves run one at a time.
+static CONVERSION_WEBHOOK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn the_operator_applies_its_crds_and_converts_v1alpha1_subscriptions() {
+    let _alone = CONVERSION_WEBHOOK.lock().await;
     let f = Fixture::new(&[], true).await;
     // It applied (upgraded) the CRDs the admin installed without a daprs version.
     let crd = kubectl(
@@ -1216,4 +1244,344 @@ async fn the_operator_gets_its_certificate_from_sentry_with_its_service_account_
         None,
     )
     .await;
+}
+
+fn pod_json(name: &str, annotations: Value, labels: Value, spec: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": name, "annotations": annotations, "labels": labels},
+           "spec": spec})
+}
+
+#[tokio::test]
+async fn the_watchdog_deletes_pods_that_missed_injection_once_the_injector_is_ready() {
+    use k8s_openapi::api::core::v1::Pod;
+    let f = Fixture::new(
+        &[
+            "--disable-crd-apply",
+            "--watch-interval",
+            "1s",
+            "--watchdog-can-patch-pod-labels",
+            "--max-pod-restarts-per-minute",
+            "0",
+        ],
+        false,
+    )
+    .await;
+    // Pods as the API server stores them when no injector answered (none is registered here).
+    let enabled = json!({"dapr.io/enabled": "true"});
+    let app = json!({"name": "app", "image": "example/app:1"});
+    let daprd = json!({"name": "daprd", "image": "example/daprd:1"});
+    let native = json!({"name": "daprd", "image": "example/daprd:1", "restartPolicy": "Always"});
+    for pod in [
+        pod_json(
+            "missed",
+            enabled.clone(),
+            json!({}),
+            json!({"containers": [app]}),
+        ),
+        pod_json(
+            "sidecar",
+            enabled.clone(),
+            json!({}),
+            json!({"containers": [app, daprd]}),
+        ),
+        pod_json(
+            "native",
+            enabled.clone(),
+            json!({}),
+            json!({"initContainers": [native], "containers": [app]}),
+        ),
+        pod_json("plain", json!({}), json!({}), json!({"containers": [app]})),
+        pod_json(
+            "injected",
+            enabled.clone(),
+            json!({"dapr.io/sidecar-injected": "true"}),
+            json!({"containers": [app]}),
+        ),
+    ] {
+        f.apps.accepts(&pod).await;
+    }
+    // The injector's Deployment, labelled as the chart labels it; no pod of it is ready yet.
+    f.cp.accepts(&json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "dapr-sidecar-injector",
+                     "labels": {"app.kubernetes.io/part-of": "daprs", "app.kubernetes.io/component": "injector"}},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "dapr-sidecar-injector"}},
+                 "template": {"metadata": {"labels": {"app": "dapr-sidecar-injector"}},
+                              "spec": {"containers": [{"name": "injector", "image": "example/injector:1"}]}}}
+    }))
+    .await;
+    let pods: Api<Pod> = Api::namespaced(f.cluster.client(), f.apps.name());
+    let names = |pods: Api<Pod>| async move {
+        let mut listed: Vec<(String, bool)> = pods
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|p| {
+                let patched = p
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("dapr.io/watchdog-patched"))
+                    == Some(&"true".to_owned());
+                (p.metadata.name.unwrap(), patched)
+            })
+            .collect();
+        listed.sort();
+        listed
+    };
+    eventually(30, "the operator to lead", || async {
+        (*f.operator().leading.borrow()).then_some(())
+    })
+    .await;
+    // Leading with the watchdog on, but without a ready injector it touches nothing: a pod
+    // deleted now would come back without a sidecar again.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let untouched: Vec<(String, bool)> = ["injected", "missed", "native", "plain", "sidecar"]
+        .iter()
+        .map(|n| (n.to_string(), false))
+        .collect();
+    assert_eq!(names(pods.clone()).await, untouched);
+
+    // The injector's pod becomes ready (there is no kubelet: its status is written as one
+    // would), so its Deployment counts a ready replica.
+    let cp_pods: Api<Pod> = Api::namespaced(f.cluster.client(), f.cp.name());
+    let injector_pod = eventually(30, "the injector's pod", || {
+        let cp_pods = cp_pods.clone();
+        async move {
+            let listed = cp_pods
+                .list(&kube::api::ListParams::default().labels("app=dapr-sidecar-injector"))
+                .await
+                .ok()?;
+            listed.items.into_iter().next()?.metadata.name
+        }
+    })
+    .await;
+    cp_pods
+        .patch_status(
+            &injector_pod,
+            &Default::default(),
+            &kube::api::Patch::Merge(json!({"status": {"phase": "Running",
+                "conditions": [{"type": "Ready", "status": "True"}]}})),
+        )
+        .await
+        .unwrap();
+
+    let expected: Vec<(String, bool)> = [
+        ("injected", false),
+        ("native", true),
+        ("plain", false),
+        ("sidecar", true),
+    ]
+    .iter()
+    .map(|(n, p)| (n.to_string(), *p))
+    .collect();
+    let seen = eventually(60, "the watchdog's pass", || {
+        let (pods, expected) = (pods.clone(), expected.clone());
+        async move {
+            let seen = names(pods).await;
+            (seen == expected).then_some(seen)
+        }
+    })
+    .await;
+    assert_eq!(
+        seen, expected,
+        "only the pod without its sidecar was deleted"
+    );
+    f.cleanup().await;
+}
+
+/// The Subscription CRD's conversion webhook: (url, caBundle).
+async fn conversion_target(cluster: &Cluster) -> (String, String) {
+    let crds: Api<
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    > = Api::all(cluster.client());
+    let crd = crds.get("subscriptions.dapr.io").await.unwrap();
+    let config = crd
+        .spec
+        .conversion
+        .and_then(|c| c.webhook)
+        .and_then(|w| w.client_config)
+        .unwrap();
+    (
+        config.url.unwrap_or_default(),
+        String::from_utf8(config.ca_bundle.map(|b| b.0).unwrap_or_default()).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn only_the_leader_points_the_conversion_webhook_at_itself() {
+    let _alone = CONVERSION_WEBHOOK.lock().await;
+    let mut f = Fixture::new(&[], true).await;
+    let ca = f.cluster.connection().ca_pem().to_owned();
+    let url_a = format!("https://127.0.0.1:{}/convert", f.webhook_port);
+    let a = eventually(30, "the leader's conversion webhook", || async {
+        let target = conversion_target(f.cluster).await;
+        (target == (url_a.clone(), ca.clone())).then_some(target)
+    })
+    .await;
+
+    // A second replica whose webhooks would be trusted under another bundle (still the
+    // cluster CA, twice) and reached at another URL; the first holds the lease.
+    let tls_b = f.dir.path().join("webhook-tls-b");
+    std::fs::create_dir_all(&tls_b).unwrap();
+    for file in ["tls.crt", "tls.key"] {
+        std::fs::copy(
+            f.dir.path().join("webhook-tls").join(file),
+            tls_b.join(file),
+        )
+        .unwrap();
+    }
+    let bundle_b = format!("{ca}{ca}");
+    std::fs::write(tls_b.join("ca.crt"), &bundle_b).unwrap();
+    let port_b = free_port();
+    let url_b = format!("https://127.0.0.1:{port_b}");
+    let identity_b = format!("operator-{}-b", f.cp.name());
+    let b = f
+        .launch(&identity_b, &tls_b, port_b, &["--webhook-url", &url_b])
+        .await;
+    assert!(!*b.leading.borrow(), "the first replica holds the lease");
+    // A replica that is not the leader leaves the CRD alone (before, every replica patched
+    // it at start-up, so the two would have taken turns).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(conversion_target(f.cluster).await, a);
+    assert!(!*b.leading.borrow());
+
+    // When the leader stops, the second replica takes the lease and points the webhook at
+    // itself with its bundle.
+    f.operator.take().unwrap().stop().await.unwrap();
+    let want = (format!("{url_b}/convert"), bundle_b);
+    eventually(60, "the new leader's conversion webhook", || async {
+        (conversion_target(f.cluster).await == want).then_some(())
+    })
+    .await;
+    assert!(*b.leading.borrow());
+    b.stop().await.unwrap();
+    f.cleanup().await;
+}
+
+/// The `Valid` and `Ready` conditions and `observedGeneration` of `plural/name` once the
+/// status is written for the current generation.
+async fn conditions_of(f: &Fixture, plural: &str, name: &str) -> Option<(Value, Value, i64)> {
+    let out = kubectl(
+        f.cluster,
+        &["get", plural, name, "-n", f.apps.name(), "-o", "json"],
+        None,
+    )
+    .await;
+    let object: Value = serde_json::from_str(&out).ok()?;
+    let generation = object["metadata"]["generation"].as_i64()?;
+    let status = &object["status"];
+    if status["observedGeneration"].as_i64()? != generation {
+        return None;
+    }
+    let find = |t: &str| {
+        status["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == t)
+            .cloned()
+    };
+    let ready = find("Ready")?;
+    if ready["status"] == "Unknown" {
+        return None;
+    }
+    Some((find("Valid")?, ready, generation))
+}
+
+#[tokio::test]
+async fn configurations_subscriptions_resiliencies_and_http_endpoints_get_a_status() {
+    let f = Fixture::new(&["--disable-crd-apply"], false).await;
+    for (file, plural, name) in [
+        ("configuration.yaml", "configurations", "appconfig"),
+        ("subscription-v2alpha1.yaml", "subscriptions", "order-sub"),
+        ("resiliency.yaml", "resiliencies", "myresiliency"),
+        ("httpendpoint.yaml", "httpendpoints", "payments"),
+    ] {
+        let (ok, _, err) = f.apply(&manifest(file)).await;
+        assert!(ok, "{file}: {err}");
+        let (valid, ready, generation) =
+            eventually(30, &format!("the status of {plural}/{name}"), || {
+                conditions_of(&f, plural, name)
+            })
+            .await;
+        assert_eq!(
+            (&valid["status"], &valid["reason"]),
+            (&json!("True"), &json!("Parsed")),
+            "{plural}: {valid}"
+        );
+        assert_eq!(
+            (&ready["status"], &ready["reason"]),
+            (&json!("True"), &json!("Served")),
+            "{plural}: {ready}"
+        );
+        assert_eq!(ready["observedGeneration"], generation);
+        if plural == "subscriptions" {
+            assert!(
+                valid["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("routing rule(s) are dropped"),
+                "what a dapr.io/v1alpha1 reader loses is said: {valid}"
+            );
+        }
+    }
+
+    // A Resiliency target naming a policy that is not defined: not valid, with where and
+    // what; still served (sidecars load it).
+    let typo = manifest("resiliency.yaml").replace(
+        "        retry: retryForever\n        circuitBreaker: simpleCB\n        circuitBreakerCacheSize: 100",
+        "        retry: retryForEver\n        circuitBreaker: simpleCB\n        circuitBreakerCacheSize: 100",
+    );
+    assert_ne!(typo, manifest("resiliency.yaml"));
+    let (ok, _, err) = f.apply(&typo).await;
+    assert!(ok, "{err}");
+    let (valid, ready, generation) = eventually(30, "the new generation's status", || async {
+        let seen = conditions_of(&f, "resiliencies", "myresiliency").await?;
+        (seen.2 > 1).then_some(seen)
+    })
+    .await;
+    assert_eq!(generation, 2);
+    assert_eq!(
+        (&valid["status"], &valid["reason"]),
+        (&json!("False"), &json!("UnknownPolicy")),
+        "{valid}"
+    );
+    assert!(
+        valid["message"].as_str().unwrap().contains(
+            "spec.targets.apps.appB.retry names \"retryForEver\", which spec.policies.retries does not define"
+        ),
+        "{valid}"
+    );
+    assert_eq!(ready["status"], "True", "{ready}");
+
+    // The writes belong to the operator's field manager.
+    let out = kubectl(
+        f.cluster,
+        &[
+            "get",
+            "configurations",
+            "appconfig",
+            "-n",
+            f.apps.name(),
+            "-o",
+            "json",
+            "--show-managed-fields",
+        ],
+        None,
+    )
+    .await;
+    let object: Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        object["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["manager"] == "daprs-operator" && m["subresource"] == "status"),
+        "{}",
+        object["metadata"]["managedFields"]
+    );
+    f.cleanup().await;
 }

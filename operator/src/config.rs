@@ -11,21 +11,8 @@ fn go_duration(s: &str) -> Result<Duration, String> {
     daprs_api::duration::parse_go_duration(s).map_err(|e| e.to_string())
 }
 
-/// `--watch-interval`: `0` (off) is all daprs accepts; the watchdog is not implemented.
-fn watch_interval(s: &str) -> Result<Duration, String> {
-    let off = || {
-        Err(format!(
-            "{s:?}: the watchdog (restarting pods that missed injection) is not implemented by daprs; use 0"
-        ))
-    };
-    match s {
-        "0" | "" => Ok(Duration::ZERO),
-        "once" => off(),
-        other => match go_duration(other)? {
-            d if d.is_zero() => Ok(d),
-            _ => off(),
-        },
-    }
+fn watch_interval(s: &str) -> Result<crate::watchdog::Interval, String> {
+    crate::watchdog::Interval::parse(s)
 }
 
 fn no_argo(s: &str) -> Result<bool, String> {
@@ -43,13 +30,15 @@ pub struct Args {
     /// Name of the control plane's Configuration (in the operator's namespace); it must exist.
     #[arg(long, default_value = daprs_api::names::CONTROL_PLANE_CONFIGURATION)]
     pub config: String,
-    /// Watchdog interval; only 0 (off) is supported.
+    /// Watchdog (leader only): `0` off, `once`, or how often (at least 1s, e.g. `30s`) to
+    /// delete pods annotated `dapr.io/enabled` that were admitted without a sidecar.
     #[arg(long, default_value = "0", value_parser = watch_interval)]
-    pub watch_interval: Duration,
-    /// Watchdog pod restart rate (accepted for compatibility; the watchdog is off).
+    pub watch_interval: crate::watchdog::Interval,
+    /// Watchdog: most pods deleted per minute, evenly spaced; 0: no limit.
     #[arg(long, default_value_t = 20)]
     pub max_pod_restarts_per_minute: u32,
-    /// Watchdog label patching (accepted for compatibility; the watchdog is off).
+    /// Watchdog: label pods that have their sidecar `dapr.io/watchdog-patched=true` so later
+    /// passes skip them (needs `patch` on pods).
     #[arg(long, default_value_t = false)]
     pub watchdog_can_patch_pod_labels: bool,
     /// Run the reconcilers without a Lease (only safe with one replica).
@@ -146,14 +135,46 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_features_are_refused_with_the_reason() {
-        let err = Args::try_parse_from(["operator", "--watch-interval", "30s"]).unwrap_err();
-        let line = daprs_api::cli::one_line(&err);
-        assert!(
-            line.contains("--watch-interval") && line.contains("not implemented"),
-            "{line}"
+    fn the_watchdog_flags_parse_and_bad_values_are_refused_with_what_is_allowed() {
+        use crate::watchdog::Interval;
+        let args = Args::parse_from(["operator"]);
+        assert_eq!(args.watch_interval, Interval::Off);
+        assert_eq!(args.max_pod_restarts_per_minute, 20);
+        assert!(!args.watchdog_can_patch_pod_labels);
+        let args = Args::parse_from([
+            "operator",
+            "--watch-interval=30s",
+            "--max-pod-restarts-per-minute=5",
+            "--watchdog-can-patch-pod-labels",
+        ]);
+        assert_eq!(
+            args.watch_interval,
+            Interval::Every(Duration::from_secs(30))
         );
-        assert!(Args::try_parse_from(["operator", "--watch-interval", "0s"]).is_ok());
+        assert_eq!(args.max_pod_restarts_per_minute, 5);
+        assert!(args.watchdog_can_patch_pod_labels);
+        assert_eq!(
+            Args::parse_from(["operator", "--watch-interval", "once"]).watch_interval,
+            Interval::Once
+        );
+        for (bad, says) in [("100ms", "shorter than 1s"), ("sometimes", "once")] {
+            let err = Args::try_parse_from(["operator", "--watch-interval", bad]).unwrap_err();
+            let line = daprs_api::cli::one_line(&err);
+            assert!(
+                line.contains("--watch-interval") && line.contains(says),
+                "{line}"
+            );
+        }
+        let err =
+            Args::try_parse_from(["operator", "--max-pod-restarts-per-minute=-1"]).unwrap_err();
+        assert!(
+            daprs_api::cli::one_line(&err).contains("--max-pod-restarts-per-minute"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unsupported_features_are_refused_with_the_reason() {
         let err = Args::try_parse_from(["operator", "--enable-argo-rollout-service-reconciler"])
             .unwrap_err();
         assert!(daprs_api::cli::one_line(&err).contains("Argo"));

@@ -3,7 +3,8 @@
 //!
 //! Module map: [`watch`] feeds one [`hub`] per resource kind → [`api`] serves them to sidecars
 //! (with [`secrets`] inlined, [`pods`] for `dapr.io/config`) and [`status`] records what the
-//! sidecars report; [`leader`] runs [`service`] and the status aggregation on one replica;
+//! sidecars report; [`leader`] runs [`service`], the status aggregation, [`resource_status`]
+//! and the [`watchdog`] on one replica;
 //! [`webhook`] converts Subscriptions and [`validate`]s Components ([`component_webhook`] keeps
 //! its caBundle); [`crds`] renders and
 //! applies the CRDs; [`identity`] keeps the operator's SVID.
@@ -18,12 +19,14 @@ pub mod identity;
 pub mod leader;
 pub mod metrics;
 pub mod pods;
+pub mod resource_status;
 pub mod secrets;
 pub mod service;
 pub mod status;
 pub mod trust_bundle;
 pub mod validate;
 pub mod watch;
+pub mod watchdog;
 pub mod webhook;
 
 use std::net::SocketAddr;
@@ -286,9 +289,9 @@ pub async fn start(args: Args) -> Result<Running, Error> {
 pub async fn start_in(args: Args, env: Environment) -> Result<Running, Error> {
     let Args {
         config: _,
-        watch_interval: _,
-        max_pod_restarts_per_minute: _,
-        watchdog_can_patch_pod_labels: _,
+        watch_interval,
+        max_pod_restarts_per_minute,
+        watchdog_can_patch_pod_labels,
         disable_leader_election,
         disable_service_reconciler,
         ref watch_namespace,
@@ -311,7 +314,6 @@ pub async fn start_in(args: Args, env: Environment) -> Result<Running, Error> {
         ref component_webhook_name,
         log: _,
     } = args;
-    // The watchdog flags were validated by the parser (only "off" is accepted).
     if !cache_sync_period.is_zero() {
         tracing::info!(
             ?cache_sync_period,
@@ -519,20 +521,12 @@ pub async fn start_in(args: Args, env: Environment) -> Result<Running, Error> {
     let (bundle_tx, bundle_rx) = signal::channel(ca_bundle.clone());
     // A rotated root: new anchors for every later handshake, and a fresh caBundle.
     {
-        let (anchors, client, namespace, file, url, mut stop) = (
+        let (anchors, file, mut stop) = (
             anchors.clone(),
-            env.client.clone(),
-            env.namespace.clone(),
             trust_anchors_file.clone(),
-            webhook_url.clone(),
             shutdown_rx.clone(),
         );
         let mut last_file = anchors_pem.clone();
-        let mut bundle = ca_bundle.clone();
-        // Checked (and patched when different) on the first pass; with --disable-crd-apply the
-        // CRDs, their conversion webhook included, are someone else's to manage.
-        let mut published = Vec::new();
-        let manage_crds = !disable_crd_apply;
         tokio::spawn(async move {
             loop {
                 if let Ok(pem) = std::fs::read(&file)
@@ -542,8 +536,7 @@ pub async fn start_in(args: Args, env: Environment) -> Result<Running, Error> {
                         Ok(()) => {
                             tracing::info!("trust anchors changed; using the new ones");
                             if uses_anchors {
-                                bundle = pem.clone();
-                                bundle_tx.send_replace(bundle.clone());
+                                bundle_tx.send_replace(pem.clone());
                             }
                         }
                         Err(error) => {
@@ -551,15 +544,6 @@ pub async fn start_in(args: Args, env: Environment) -> Result<Running, Error> {
                         }
                     }
                     last_file = pem;
-                }
-                if manage_crds && bundle != published {
-                    match crds::patch_conversion(&client, &namespace, url.as_deref(), &bundle).await
-                    {
-                        Ok(_) => published = bundle.clone(),
-                        Err(error) => {
-                            tracing::warn!(%error, "failed to update the Subscription conversion webhook")
-                        }
-                    }
                 }
                 tokio::select! {
                     () = tokio::time::sleep(ANCHORS_POLL) => {}
@@ -571,6 +555,7 @@ pub async fn start_in(args: Args, env: Environment) -> Result<Running, Error> {
 
     // The reconcilers, on the leader only.
     let lead = {
+        let hubs = hubs.clone();
         let client = env.client.clone();
         let metrics = metrics.clone();
         let ns = watch_namespace.clone();
@@ -579,9 +564,22 @@ pub async fn start_in(args: Args, env: Environment) -> Result<Running, Error> {
         // Without the webhooks (ENABLE_WEBHOOKS=false) there is nothing for the API server to call.
         let component_webhook =
             Some(component_webhook_name.clone()).filter(|n| webhooks_enabled && !n.is_empty());
+        // With --disable-crd-apply the CRDs, their conversion webhook included, are someone
+        // else's to manage.
+        let conversion = (!disable_crd_apply).then(|| webhook_url.clone());
         move |stop: signal::Receiver<bool>| {
             let (client, metrics, ns) = (client.clone(), metrics.clone(), ns.clone());
             let (component_webhook, bundle_rx) = (component_webhook.clone(), bundle_rx.clone());
+            let (conversion, cp_ns, hubs) =
+                (conversion.clone(), cp_namespace.clone(), hubs.clone());
+            let watchdog = watchdog::Watchdog {
+                client: client.clone(),
+                control_plane_namespace: cp_namespace.clone(),
+                watch_namespace: ns.clone(),
+                can_patch_labels: watchdog_can_patch_pod_labels,
+                limiter: watchdog::RestartLimiter::new(max_pod_restarts_per_minute),
+            }
+            .run(watch_interval, stop.clone());
             let bundles = trust_bundle::run(
                 client.clone(),
                 anchors_file.clone(),
@@ -604,10 +602,32 @@ pub async fn start_in(args: Args, env: Environment) -> Result<Running, Error> {
                 let statuses = status::run(client.clone(), ns.clone(), stop.clone());
                 let ca_bundle = async {
                     if let Some(name) = component_webhook {
-                        component_webhook::run(client.clone(), name, bundle_rx, stop.clone()).await;
+                        component_webhook::run(
+                            client.clone(),
+                            name,
+                            bundle_rx.clone(),
+                            stop.clone(),
+                        )
+                        .await;
                     }
                 };
-                futures::future::join4(services, statuses, bundles, ca_bundle).await;
+                let conversion = async {
+                    if let Some(url) = conversion {
+                        crds::keep_conversion(
+                            client.clone(),
+                            cp_ns,
+                            url,
+                            bundle_rx.clone(),
+                            stop.clone(),
+                        )
+                        .await;
+                    }
+                };
+                let resources =
+                    resource_status::run(client.clone(), ns.clone(), hubs, stop.clone());
+                futures::join!(
+                    services, statuses, bundles, ca_bundle, conversion, watchdog, resources
+                );
                 metrics.leader.set(0);
             }
         }
