@@ -151,7 +151,8 @@ pub const LABEL_SIDECAR_INJECTED: &str = "dapr.io/sidecar-injected";
 pub const LABEL_APP_ID: &str = "dapr.io/app-id";
 /// Pod label telling whether daprd serves metrics.
 pub const LABEL_METRICS_ENABLED: &str = "dapr.io/metrics-enabled";
-/// Label the operator puts on pods it restarted (watchdog).
+/// Label the operator's watchdog puts on pods it found with their sidecar (with
+/// `--watchdog-can-patch-pod-labels`), so later passes skip them.
 pub const LABEL_WATCHDOG_PATCHED: &str = "dapr.io/watchdog-patched";
 
 /// Name of the injected container.
