@@ -25,6 +25,7 @@
 pub mod binaries;
 mod cluster;
 mod daprd;
+mod kubectl;
 mod namespace;
 mod pki;
 mod pod;
@@ -34,6 +35,7 @@ pub mod workspace;
 
 pub use cluster::{Cluster, Connection, KEEP_DIR_ENV, SERVICE_ACCOUNT_ISSUER};
 pub use daprd::{Daprd, echo_app};
+pub use kubectl::{eventually, kubectl, kubectl_raw};
 pub use namespace::{TEMP_NS_LABEL, TempNs, with_temp_ns};
 pub use pki::CertifiedKey;
 pub use pod::{PodProcess, RunPod};

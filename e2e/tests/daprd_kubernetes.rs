@@ -31,7 +31,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use daprs_e2e::{Cluster, TempNs, echo_app};
+use daprs_e2e::{Cluster, TempNs, echo_app, eventually, kubectl, kubectl_raw};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
 use kube::api::PostParams;
@@ -64,52 +64,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-async fn kubectl_raw(
-    cluster: &Cluster,
-    args: &[&str],
-    stdin: Option<String>,
-) -> (bool, String, String) {
-    let mut cmd = tokio::process::Command::from(cluster.kubectl());
-    cmd.args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("kubectl runs");
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        use tokio::io::AsyncWriteExt;
-        input.write_all(text.as_bytes()).await.unwrap();
-    }
-    drop(input);
-    let out = child.wait_with_output().await.unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-async fn kubectl(cluster: &Cluster, args: &[&str], stdin: Option<String>) -> String {
-    let (ok, out, err) = kubectl_raw(cluster, args, stdin).await;
-    assert!(ok, "kubectl {args:?}: {err}");
-    out
-}
-
-async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 struct Redis {

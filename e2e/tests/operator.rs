@@ -16,7 +16,7 @@ use daprs_api::proto::operator::resource_status_client::ResourceStatusClient;
 use daprs_api::proto::operator::*;
 use daprs_api::sentry_client::{self, SvidRequest};
 use daprs_api::tls::{self, PeerMatcher, SpiffeServerVerifier, SvidResolver, TrustAnchors};
-use daprs_e2e::{Cluster, TempNs};
+use daprs_e2e::{Cluster, TempNs, eventually, kubectl, kubectl_raw};
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Service;
 use kube::Api;
@@ -30,57 +30,6 @@ fn repo() -> PathBuf {
 
 fn manifest(name: &str) -> String {
     std::fs::read_to_string(repo().join("operator/tests/fixtures/manifests").join(name)).unwrap()
-}
-
-/// kubectl's exit status, stdout and stderr.
-async fn kubectl_raw(
-    cluster: &Cluster,
-    args: &[&str],
-    stdin: Option<String>,
-) -> (bool, String, String) {
-    let mut cmd = tokio::process::Command::from(cluster.kubectl());
-    cmd.args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().expect("kubectl runs");
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        use tokio::io::AsyncWriteExt;
-        input.write_all(text.as_bytes()).await.unwrap();
-    }
-    drop(input);
-    let out = child.wait_with_output().await.unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-async fn kubectl(cluster: &Cluster, args: &[&str], stdin: Option<String>) -> String {
-    let (ok, out, err) = kubectl_raw(cluster, args, stdin).await;
-    assert!(ok, "kubectl {args:?}: {err}");
-    out
-}
-
-/// Polls `check` until it returns `Some`, for up to `secs` seconds.
-async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// The CRDs as a cluster admin installs them from the repository (`kubectl apply -f crds/`).
