@@ -1467,6 +1467,16 @@ async fn configurations_subscriptions_resiliencies_and_http_endpoints_get_a_stat
             "{plural}: {ready}"
         );
         assert_eq!(ready["observedGeneration"], generation);
+        // `kubectl get` shows it in the READY column (columns are aligned; a header such as
+        // BASE URL has a space, so read the row at the header's offset).
+        let table = kubectl(f.cluster, &["get", plural, name, "-n", f.apps.name()], None).await;
+        let mut lines = table.lines();
+        let (header, row) = (lines.next().unwrap(), lines.next().unwrap());
+        let ready_column = header
+            .find("READY")
+            .and_then(|at| row.get(at..))
+            .and_then(|rest| rest.split_whitespace().next());
+        assert_eq!(ready_column, Some("True"), "kubectl get {plural}:\n{table}");
         if plural == "subscriptions" {
             assert!(
                 valid["message"]

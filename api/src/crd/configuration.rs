@@ -20,6 +20,11 @@ use super::common::{NameValuePair, ResourceStatus, any_object, dynamic_value};
     label("app.kubernetes.io/part-of", "dapr"),
     doc = "A Dapr configuration: sidecar or control-plane settings.",
     printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"

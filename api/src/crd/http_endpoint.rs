@@ -22,6 +22,11 @@ use super::common::{Auth, NameValuePair, ResourceStatus, SecretKeyRef};
     doc = "An external HTTP endpoint apps invoke through Dapr.",
     printcolumn(name = "Base URL", type_ = "string", json_path = ".spec.baseUrl"),
     printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"

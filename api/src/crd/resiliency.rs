@@ -24,6 +24,11 @@ use super::common::ResourceStatus;
     label("app.kubernetes.io/part-of", "dapr"),
     doc = "Dapr resiliency policies and the targets they apply to.",
     printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"

@@ -47,6 +47,11 @@ pub mod v1alpha1 {
         printcolumn(name = "Pubsub", type_ = "string", json_path = ".spec.pubsubname"),
         printcolumn(name = "Topic", type_ = "string", json_path = ".spec.topic"),
         printcolumn(
+            name = "Ready",
+            type_ = "string",
+            json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+        ),
+        printcolumn(
             name = "Age",
             type_ = "date",
             json_path = ".metadata.creationTimestamp"
@@ -98,6 +103,11 @@ pub mod v2alpha1 {
         doc = "A declarative Dapr pub/sub subscription.",
         printcolumn(name = "Pubsub", type_ = "string", json_path = ".spec.pubsubname"),
         printcolumn(name = "Topic", type_ = "string", json_path = ".spec.topic"),
+        printcolumn(
+            name = "Ready",
+            type_ = "string",
+            json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+        ),
         printcolumn(
             name = "Age",
             type_ = "date",
