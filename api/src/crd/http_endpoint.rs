@@ -1,5 +1,8 @@
 //! `httpendpoints.dapr.io`: an external HTTP service apps invoke through their sidecar.
 
+// `printcolumn(...)` repeats `type_` per column by design.
+#![allow(clippy::duplicated_attributes)]
+
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
