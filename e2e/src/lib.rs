@@ -30,6 +30,7 @@ mod namespace;
 mod pki;
 mod pod;
 mod process;
+mod redis;
 mod tokens;
 pub mod workspace;
 
@@ -39,4 +40,5 @@ pub use kubectl::{eventually, kubectl, kubectl_raw};
 pub use namespace::{TEMP_NS_LABEL, TempNs, with_temp_ns};
 pub use pki::CertifiedKey;
 pub use pod::{PodProcess, RunPod};
+pub use redis::Redis;
 pub use tokens::{DEFAULT_TOKEN_EXPIRATION_SECONDS, bound_token_claims, pod_service_account};

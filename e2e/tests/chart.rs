@@ -21,7 +21,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use daprs_e2e::workspace::{repo_root, workspace_binary};
-use daprs_e2e::{Cluster, PodProcess, RunPod, TempNs, echo_app};
+use daprs_e2e::{Cluster, PodProcess, Redis, RunPod, TempNs, echo_app};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
@@ -446,7 +446,7 @@ async fn the_user_path_with_the_chart() {
     step2_helm_test_finds_the_control_plane_answering(&story).await;
     let pods = step3_pods_are_injected(&story).await;
     let mut sidecars = step3_each_pods_daprd_runs(&story, &pods).await;
-    let redis = Redis::start();
+    let redis = Redis::start().unwrap();
     step4_a_component_reaches_the_running_sidecars(&story, &mut sidecars, &redis).await;
     step5_orders_invokes_checkout_over_mtls(&sidecars).await;
     sidecars.stop().await;
@@ -940,52 +940,6 @@ async fn run_daprd(
     (daprd.process, daprd.http_port)
 }
 
-/// A private `redis-server` (scripts/sidecar-deps.sh installs it), killed on drop.
-struct Redis {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Redis {
-    fn start() -> Self {
-        let port = free_port();
-        let dir = tempfile::tempdir().unwrap();
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is missing: run scripts/sidecar-deps.sh");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-
-    fn exists(&self, key: &str) -> bool {
-        let out = std::process::Command::new("redis-cli")
-            .args(["-p", &self.port.to_string(), "EXISTS", key])
-            .output()
-            .expect("redis-cli runs");
-        String::from_utf8_lossy(&out.stdout).trim() == "1"
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// 4. `kubectl apply` of a Redis state store (a real redis-server) reaches both running
 ///    sidecars through the operator, without a restart; state round-trips and lands in Redis;
 ///    `kubectl get components` shows it Ready and loaded by both apps.
@@ -1041,7 +995,7 @@ async fn step4_a_component_reaches_the_running_sidecars(
         .await
         .unwrap();
     assert_eq!(saved.status(), 204, "{}", saved.text().await.unwrap());
-    assert!(redis.exists("orders||order-1"), "saved in Redis");
+    assert!(redis.exists("orders||order-1").unwrap(), "saved in Redis");
     let got: Value = client
         .get(format!("{base}/v1.0/state/statestore/order-1"))
         .send()

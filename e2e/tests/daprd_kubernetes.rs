@@ -27,11 +27,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use daprs_e2e::{Cluster, TempNs, echo_app, eventually, kubectl, kubectl_raw};
+use daprs_e2e::{Cluster, Redis, TempNs, echo_app, eventually, kubectl, kubectl_raw};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
 use kube::api::PostParams;
@@ -64,49 +63,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-struct Redis {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn redis() -> Redis {
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let child = std::process::Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no", "--dir"])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server is missing: run scripts/sidecar-deps.sh");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Redis {
-        child,
-        port,
-        _dir: dir,
-    }
-}
-
-fn redis_exists(port: u16, key: &str) -> bool {
-    let out = std::process::Command::new("redis-cli")
-        .args(["-p", &port.to_string(), "EXISTS", key])
-        .output()
-        .expect("redis-cli runs");
-    String::from_utf8_lossy(&out.stdout).trim() == "1"
 }
 
 async fn wait_healthy(url: &str, secs: u64) -> bool {
@@ -174,7 +130,7 @@ async fn run_daprd(
 async fn an_injected_pod_runs_daprd_with_components_from_the_operator() {
     daprs_api::tls::install_default_provider();
     let daprd = daprd_binary();
-    let redis = redis();
+    let redis = Redis::start().unwrap();
     let cluster = Cluster::shared().await;
     kubectl(
         cluster,
@@ -573,7 +529,7 @@ async fn an_injected_pod_runs_daprd_with_components_from_the_operator() {
     })
     .await;
     assert_eq!(save("k2").await, 204);
-    assert!(redis_exists(redis.port, "orders||k2"), "saved in Redis");
+    assert!(redis.exists("orders||k2").unwrap(), "saved in Redis");
     let got = client
         .get(format!("{base}/v1.0/state/statestore/k2"))
         .send()
