@@ -14,17 +14,18 @@
 //! machine that a peer on the link would not also see from Dapr).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/echo.rs"]
+mod echo;
 mod support;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::Request;
 use dapr::dapr::proto::common::v1 as common;
 use dapr::dapr::proto::runtime::v1 as pb;
+use echo::{Seen, echo_app};
 use serde_json::{Value, json};
 use support::Sentry;
 
@@ -57,44 +58,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// Requests an app received: (path, headers).
-type Seen = Arc<Mutex<Vec<(String, serde_json::Map<String, Value>)>>>;
-
-/// An HTTP app that answers with what it received, as JSON, and records it.
-async fn echo_app(name: &'static str, seen: Seen) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let app = axum::Router::new().fallback(move |request: Request| {
-        let seen = seen.clone();
-        async move {
-            let (parts, body) = request.into_parts();
-            let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
-            let headers: serde_json::Map<String, Value> = parts
-                .headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or_default())))
-                .collect();
-            seen.lock()
-                .unwrap()
-                .push((parts.uri.path().to_owned(), headers.clone()));
-            (
-                [("x-app", name), ("content-type", "application/json")],
-                json!({
-                    "app": name,
-                    "method": parts.method.as_str(),
-                    "path": parts.uri.path(),
-                    "query": parts.uri.query(),
-                    "headers": headers,
-                    "body": String::from_utf8_lossy(&body),
-                })
-                .to_string(),
-            )
-        }
-    });
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    port
 }
 
 struct Sidecar {

@@ -5,6 +5,8 @@
 //! renewals without a failed request.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/echo.rs"]
+mod echo;
 mod support;
 
 use std::net::TcpListener;
@@ -12,9 +14,13 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use axum::extract::Request;
-use serde_json::{Value, json};
+use serde_json::Value;
 use support::Sentry;
+
+/// An echo app whose record of requests this test does not read.
+async fn echo_app(name: &'static str) -> u16 {
+    echo::echo_app(name, echo::Seen::default()).await
+}
 
 const DAPRD: &str = env!("CARGO_BIN_EXE_daprd");
 
@@ -24,35 +30,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// An HTTP app that answers every request with what it received, as JSON.
-async fn echo_app(name: &'static str) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let app = axum::Router::new().fallback(move |request: Request| async move {
-        let (parts, body) = request.into_parts();
-        let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
-        let headers: serde_json::Map<String, Value> = parts
-            .headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or_default())))
-            .collect();
-        (
-            [("x-app", name), ("content-type", "application/json")],
-            json!({
-                "app": name,
-                "method": parts.method.as_str(),
-                "path": parts.uri.path(),
-                "query": parts.uri.query(),
-                "headers": headers,
-                "body": String::from_utf8_lossy(&body),
-            })
-            .to_string(),
-        )
-    });
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    port
 }
 
 struct Daprd {
