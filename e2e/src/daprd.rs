@@ -115,6 +115,22 @@ pub async fn echo_app() -> Result<u16> {
     Ok(port)
 }
 
+/// Whether the daprd whose HTTP API is at `base` (`http://127.0.0.1:<port>`) lists a loaded
+/// component `name` of type `type_` in `/v1.0/metadata` (false when it cannot be asked).
+pub async fn has_component(base: &str, name: &str, type_: &str) -> bool {
+    let Ok(response) = reqwest::get(format!("{base}/v1.0/metadata")).await else {
+        return false;
+    };
+    let Ok(meta) = response.json::<serde_json::Value>().await else {
+        return false;
+    };
+    meta["components"].as_array().is_some_and(|components| {
+        components
+            .iter()
+            .any(|c| c["name"] == name && c["type"] == type_)
+    })
+}
+
 async fn healthy(url: &str) -> bool {
     reqwest::get(url)
         .await

@@ -31,14 +31,16 @@ mod pki;
 mod pod;
 mod process;
 mod redis;
+mod sentry;
 mod tokens;
 pub mod workspace;
 
 pub use cluster::{Cluster, Connection, KEEP_DIR_ENV, SERVICE_ACCOUNT_ISSUER};
-pub use daprd::{Daprd, echo_app};
+pub use daprd::{Daprd, echo_app, has_component};
 pub use kubectl::{eventually, kubectl, kubectl_raw};
 pub use namespace::{TEMP_NS_LABEL, TempNs, with_temp_ns};
 pub use pki::CertifiedKey;
 pub use pod::{PodProcess, RunPod};
 pub use redis::Redis;
+pub use sentry::start_sentry;
 pub use tokens::{DEFAULT_TOKEN_EXPIRATION_SECONDS, bound_token_claims, pod_service_account};

@@ -21,7 +21,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use daprs_e2e::workspace::{repo_root, workspace_binary};
-use daprs_e2e::{Cluster, PodProcess, Redis, RunPod, TempNs, echo_app};
+use daprs_e2e::{Cluster, PodProcess, Redis, RunPod, TempNs, echo_app, has_component};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
@@ -967,23 +967,11 @@ async fn step4_a_component_reaches_the_running_sidecars(
         ("orders", sidecars.orders_http),
         ("checkout", sidecars.checkout_http),
     ] {
-        eventually(60, &format!("the Redis store in {app}'s daprd"), || {
-            let client = client.clone();
-            async move {
-                let meta: Value = client
-                    .get(format!("http://127.0.0.1:{http}/v1.0/metadata"))
-                    .send()
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()?;
-                meta["components"]
-                    .as_array()?
-                    .iter()
-                    .any(|c| c["name"] == "statestore" && c["type"] == "state.redis")
-                    .then_some(())
-            }
+        let base = format!("http://127.0.0.1:{http}");
+        eventually(60, &format!("the Redis store in {app}'s daprd"), || async {
+            has_component(&base, "statestore", "state.redis")
+                .await
+                .then_some(())
         })
         .await;
     }

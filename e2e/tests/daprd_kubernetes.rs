@@ -30,7 +30,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use daprs_e2e::{Cluster, Redis, TempNs, echo_app, eventually, kubectl, kubectl_raw};
+use daprs_e2e::{
+    Cluster, Redis, TempNs, echo_app, eventually, has_component, kubectl, kubectl_raw, start_sentry,
+};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
 use kube::api::PostParams;
@@ -189,34 +191,13 @@ async fn an_injected_pod_runs_daprd_with_components_from_the_operator() {
         }
     })
     .await;
-    let sentry = daprs_sentry::start_in(
-        daprs_sentry::config::Args::parse_from([
-            "sentry",
-            "--mode",
-            "kubernetes",
-            "--trust-domain",
-            CP_TD,
-            "--listen-address",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--healthz-listen-address",
-            "127.0.0.1",
-            "--healthz-port",
-            "0",
-            "--enable-metrics=false",
-        ]),
-        daprs_sentry::Environment {
-            namespace: cp.name().to_owned(),
-            client: Some(sentry_client),
-        },
+    let sentry = start_sentry(
+        cp.name(),
+        Some(sentry_client),
+        &["--mode", "kubernetes", "--trust-domain", CP_TD],
     )
     .await
     .unwrap();
-    assert!(
-        wait_healthy(&format!("http://{}/healthz", sentry.healthz_addr), 30).await,
-        "sentry did not become ready"
-    );
 
     // The operator's sentry: standalone, the same CA (from the trust bundle sentry created).
     let secrets: Api<Secret> = Api::namespaced(cluster.client(), cp.name());
@@ -232,37 +213,18 @@ async fn an_injected_pod_runs_daprd_with_components_from_the_operator() {
         std::fs::write(creds.join(key), &bundle[key].0).unwrap();
     }
     let anchors = String::from_utf8(bundle["ca.crt"].0.clone()).unwrap();
-    let operator_sentry = daprs_sentry::start_in(
-        daprs_sentry::config::Args::parse_from([
-            "sentry",
+    let operator_sentry = start_sentry(
+        cp.name(),
+        None,
+        &[
             "--issuer-credentials",
             creds.to_str().unwrap(),
             "--trust-domain",
             CP_TD,
-            "--listen-address",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--healthz-listen-address",
-            "127.0.0.1",
-            "--healthz-port",
-            "0",
-            "--enable-metrics=false",
-        ]),
-        daprs_sentry::Environment {
-            namespace: cp.name().to_owned(),
-            client: None,
-        },
+        ],
     )
     .await
     .unwrap();
-    assert!(
-        wait_healthy(
-            &format!("http://{}/healthz", operator_sentry.healthz_addr),
-            30
-        )
-        .await
-    );
 
     // The operator, as its own ServiceAccount with the chart's RBAC.
     cp.accepts(&json!({
@@ -509,23 +471,10 @@ async fn an_injected_pod_runs_daprd_with_components_from_the_operator() {
         )),
     )
     .await;
-    eventually(30, "the Redis store in daprd", || {
-        let (client, base) = (client.clone(), base.clone());
-        async move {
-            let meta: Value = client
-                .get(format!("{base}/v1.0/metadata"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            meta["components"]
-                .as_array()?
-                .iter()
-                .any(|c| c["name"] == "statestore" && c["type"] == "state.redis")
-                .then_some(())
-        }
+    eventually(30, "the Redis store in daprd", || async {
+        has_component(&base, "statestore", "state.redis")
+            .await
+            .then_some(())
     })
     .await;
     assert_eq!(save("k2").await, 204);

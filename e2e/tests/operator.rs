@@ -16,7 +16,7 @@ use daprs_api::proto::operator::resource_status_client::ResourceStatusClient;
 use daprs_api::proto::operator::*;
 use daprs_api::sentry_client::{self, SvidRequest};
 use daprs_api::tls::{self, PeerMatcher, SpiffeServerVerifier, SvidResolver, TrustAnchors};
-use daprs_e2e::{Cluster, TempNs, eventually, kubectl, kubectl_raw};
+use daprs_e2e::{Cluster, TempNs, eventually, kubectl, kubectl_raw, start_sentry};
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Service;
 use kube::Api;
@@ -142,37 +142,13 @@ impl Fixture {
 
         let dir = tempfile::tempdir().unwrap();
         let creds = dir.path().join("creds");
-        let sentry_args = daprs_sentry::config::Args::parse_from([
-            "sentry",
-            "--issuer-credentials",
-            creds.to_str().unwrap(),
-            "--listen-address",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--healthz-listen-address",
-            "127.0.0.1",
-            "--healthz-port",
-            "0",
-            "--enable-metrics=false",
-        ]);
-        let sentry = daprs_sentry::start_in(
-            sentry_args,
-            daprs_sentry::Environment {
-                namespace: cp.name().to_owned(),
-                client: None,
-            },
+        let sentry = start_sentry(
+            cp.name(),
+            None,
+            &["--issuer-credentials", creds.to_str().unwrap()],
         )
         .await
         .unwrap();
-        let url = format!("http://{}/healthz", sentry.healthz_addr);
-        eventually(20, "sentry", || async {
-            reqwest::get(&url)
-                .await
-                .is_ok_and(|r| r.status() == 200)
-                .then_some(())
-        })
-        .await;
 
         // The control plane's Configuration, pointing the operator at sentry.
         let daprsystem = json!({
@@ -928,38 +904,13 @@ async fn the_operator_gets_its_certificate_from_sentry_with_its_service_account_
         }
     })
     .await;
-    let sentry = daprs_sentry::start_in(
-        daprs_sentry::config::Args::parse_from([
-            "sentry",
-            "--mode",
-            "kubernetes",
-            "--trust-domain",
-            CP_TD,
-            "--listen-address",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--healthz-listen-address",
-            "127.0.0.1",
-            "--healthz-port",
-            "0",
-            "--enable-metrics=false",
-        ]),
-        daprs_sentry::Environment {
-            namespace: cp.name().to_owned(),
-            client: Some(sentry_client),
-        },
+    let sentry = start_sentry(
+        cp.name(),
+        Some(sentry_client),
+        &["--mode", "kubernetes", "--trust-domain", CP_TD],
     )
     .await
     .unwrap();
-    let url = format!("http://{}/healthz", sentry.healthz_addr);
-    eventually(30, "sentry", || async {
-        reqwest::get(&url)
-            .await
-            .is_ok_and(|r| r.status() == 200)
-            .then_some(())
-    })
-    .await;
     // The anchors as the chart mounts them: the ConfigMap sentry published.
     let configmaps: Api<k8s_openapi::api::core::v1::ConfigMap> =
         Api::namespaced(cluster.client(), cp.name());

@@ -6,12 +6,11 @@
 
 use std::time::Duration;
 
-use clap::Parser;
 use daprs_api::proto::sentry::TokenValidator;
 use daprs_api::sentry_client::{self, SentryClientError, SvidRequest};
 use daprs_api::tls::TrustAnchors;
 use daprs_e2e::{Cluster, TempNs};
-use daprs_sentry::config::{Args, CredentialNames};
+use daprs_sentry::config::CredentialNames;
 use daprs_sentry::validator::Validator;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::Api;
@@ -146,36 +145,15 @@ impl Fixture {
     }
 
     async fn start_sentry(&mut self) {
-        let args = Args::parse_from([
-            "sentry",
-            "--mode",
-            "kubernetes",
-            "--trust-domain",
-            CP_TD,
-            "--listen-address",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--healthz-listen-address",
-            "127.0.0.1",
-            "--healthz-port",
-            "0",
-            "--enable-metrics=false",
-        ]);
-        let environment = daprs_sentry::Environment {
-            namespace: self.cp.name().to_owned(),
-            client: Some(self.sentry_client().await),
-        };
-        let running = daprs_sentry::start_in(args, environment).await.unwrap();
-        let url = format!("http://{}/healthz", running.healthz_addr);
-        for _ in 0..200 {
-            if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
-                self.sentry = Some(running);
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("sentry did not become ready");
+        let client = self.sentry_client().await;
+        let running = daprs_e2e::start_sentry(
+            self.cp.name(),
+            Some(client),
+            &["--mode", "kubernetes", "--trust-domain", CP_TD],
+        )
+        .await
+        .unwrap();
+        self.sentry = Some(running);
     }
 
     async fn stop_sentry(&mut self) {
