@@ -10,6 +10,8 @@
 #    examples/hello-invoke) get their certificates from that sentry; each app calls the other
 #    through its own daprd, sidecar to sidecar over mTLS, and sees who called.
 # Everything runs on 127.0.0.1 (free ports) and in temporary folders removed at the end.
+# DAPRD=<command> runs another daprd than the release build (scripts/link-order.sh runs it
+# under a profiler).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -95,7 +97,7 @@ for app in orders payments; do
 	peer=$([ "$app" = orders ] && echo payments || echo orders)
 	python3 examples/hello-invoke/app.py "$app" "${app_port[$app]}" "${http_port[$app]}" "$peer" &
 	other_pids+=($!)
-	DAPR_TRUST_ANCHORS_FILE="$work/creds/ca.crt" target/release/daprd \
+	DAPR_TRUST_ANCHORS_FILE="$work/creds/ca.crt" "${DAPRD:-target/release/daprd}" \
 		--app-id "$app" --app-port "${app_port[$app]}" \
 		--dapr-listen-addresses 127.0.0.1 --dapr-http-port "${http_port[$app]}" --dapr-grpc-port "$(free_port)" \
 		--dapr-internal-grpc-port "$(free_port)" --dapr-internal-grpc-listen-address 127.0.0.1 \

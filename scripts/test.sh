@@ -59,3 +59,6 @@ for bin in sentry operator injector daprd; do
 	ldd "target/$MUSL_TARGET/dist/$bin" 2>&1 | grep -qE 'not a dynamic executable|statically linked' \
 		|| die "target/$MUSL_TARGET/dist/$bin is not statically linked (the distroless/static image has no libc)"
 done
+
+step "the recorded link order (link-order/*.txt) still names the functions of this build"
+scripts/link-order.sh check || die "a link order is stale: record it again with scripts/link-order.sh (above)"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The self-hosted demo: builds daprd and the tiny app, starts daprd with the in-memory state
 # store from ./components, runs the app against it, then stops daprd with SIGTERM.
+# DAPRD=<command> runs another daprd (scripts/link-order.sh runs it under a profiler).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
@@ -9,7 +10,7 @@ GRPC_PORT="${DAPR_GRPC_PORT:-50001}"
 METRICS_PORT="${DAPR_METRICS_PORT:-9090}"
 
 cargo build -q --release -p daprs-sidecar --bin daprd --example hello_state
-target/release/daprd --app-id hello-state \
+"${DAPRD:-target/release/daprd}" --app-id hello-state \
 	--dapr-http-port "$HTTP_PORT" --dapr-grpc-port "$GRPC_PORT" --metrics-port "$METRICS_PORT" \
 	--dapr-listen-addresses 127.0.0.1 --metrics-listen-address 127.0.0.1 \
 	--resources-path examples/hello-state/components &
