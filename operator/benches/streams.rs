@@ -23,7 +23,6 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use daprs_api::SpiffeId;
 use daprs_api::proto::operator::ComponentUpdateRequest;
 use daprs_api::proto::operator::operator_client::OperatorClient;
@@ -148,25 +147,10 @@ async fn main() {
     // sentry, in-process and standalone, in the operator's namespace.
     let dir = tempfile::tempdir().unwrap();
     let creds = dir.path().join("creds");
-    let sentry = daprs_sentry::start_in(
-        daprs_sentry::config::Args::parse_from([
-            "sentry",
-            "--issuer-credentials",
-            creds.to_str().unwrap(),
-            "--listen-address",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--healthz-listen-address",
-            "127.0.0.1",
-            "--healthz-port",
-            "0",
-            "--enable-metrics=false",
-        ]),
-        daprs_sentry::Environment {
-            namespace: cp.name().to_owned(),
-            client: None,
-        },
+    let sentry = daprs_e2e::start_sentry(
+        cp.name(),
+        None,
+        &["--issuer-credentials", creds.to_str().unwrap()],
     )
     .await
     .unwrap();
