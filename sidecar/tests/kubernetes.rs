@@ -320,6 +320,9 @@ impl Daprd {
             .args(["--dapr-listen-addresses", "127.0.0.1"])
             .args(["--dapr-http-port", &http.to_string()])
             .args(["--dapr-grpc-port", &free_port().to_string()])
+            // Not the port derived from the app id: both tests run a daprd for APP at once.
+            .args(["--dapr-internal-grpc-port", &free_port().to_string()])
+            .args(["--dapr-internal-grpc-listen-address", "127.0.0.1"])
             .arg("--enable-metrics=false")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
