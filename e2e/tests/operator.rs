@@ -1290,6 +1290,23 @@ async fn the_watchdog_deletes_pods_that_missed_injection_once_the_injector_is_re
         seen, expected,
         "only the pod without its sidecar was deleted"
     );
+    // Each pod acted on is counted once: passes after the first find nothing to do.
+    let metrics = reqwest::get(format!(
+        "http://{}/metrics",
+        f.operator().metrics_addr.unwrap()
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    for line in [
+        "daprs_operator_watchdog_pods_total{result=\"deleted\"} 1",
+        "daprs_operator_watchdog_pods_total{result=\"labelled\"} 2",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
+    assert!(!metrics.contains("result=\"failed\""), "{metrics}");
     f.cleanup().await;
 }
 
@@ -1320,6 +1337,26 @@ async fn only_the_leader_points_the_conversion_webhook_at_itself() {
     let a = eventually(30, "the leader's conversion webhook", || async {
         let target = conversion_target(f.cluster).await;
         (target == (url_a.clone(), ca.clone())).then_some(target)
+    })
+    .await;
+
+    // A hand-edited caBundle (valid PEM, as the API server insists, but not the operator's)
+    // is put back by the leader within one poll.
+    use base64::Engine as _;
+    let crds: Api<
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    > = Api::all(f.cluster.client());
+    crds.patch(
+        "subscriptions.dapr.io",
+        &Default::default(),
+        &kube::api::Patch::Merge(json!({"spec": {"conversion": {"webhook": {"clientConfig":
+            {"caBundle": base64::engine::general_purpose::STANDARD.encode(format!("{ca}{ca}"))}}}}})),
+    )
+    .await
+    .unwrap();
+    assert_ne!(conversion_target(f.cluster).await, a, "the edit took");
+    eventually(30, "the caBundle restored", || async {
+        (conversion_target(f.cluster).await == a).then_some(())
     })
     .await;
 

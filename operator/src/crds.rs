@@ -241,8 +241,10 @@ pub async fn patch_conversion(
 
 /// Keeps the Subscription conversion webhook pointed at this operator (`namespace`'s
 /// `dapr-webhook` Service, or `url`) with the latest `bundle` until `stop`: checked at once,
-/// then whenever the bundle changes (a rotated root) and every [`crate::ANCHORS_POLL`] until
-/// the first success. Runs on the leader only, so replicas never write the CRD in turn.
+/// then whenever the bundle changes (a rotated root) and every [`crate::ANCHORS_POLL`], so a
+/// hand-edited or restored CRD is corrected within one poll (the check is a read; the CRD is
+/// written only when it differs). Runs on the leader only, so replicas never write the CRD in
+/// turn.
 pub async fn keep_conversion(
     client: kube::Client,
     namespace: String,
@@ -250,22 +252,15 @@ pub async fn keep_conversion(
     mut bundle: tokio::sync::watch::Receiver<Vec<u8>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut published: Option<Vec<u8>> = None;
     loop {
         let current = bundle.borrow_and_update().clone();
-        if published.as_ref() != Some(&current) {
-            match patch_conversion(&client, &namespace, url.as_deref(), &current).await {
-                Ok(patched) => {
-                    if patched {
-                        tracing::info!(
-                            "Subscription conversion webhook pointed at this operator with the current caBundle"
-                        );
-                    }
-                    published = Some(current);
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "failed to update the Subscription conversion webhook; retrying")
-                }
+        match patch_conversion(&client, &namespace, url.as_deref(), &current).await {
+            Ok(true) => tracing::info!(
+                "Subscription conversion webhook pointed at this operator with the current caBundle"
+            ),
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(%error, "failed to update the Subscription conversion webhook; retrying")
             }
         }
         tokio::select! {

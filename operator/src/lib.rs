@@ -578,6 +578,7 @@ pub async fn start_in(args: Args, env: Environment) -> Result<Running, Error> {
                 watch_namespace: ns.clone(),
                 can_patch_labels: watchdog_can_patch_pod_labels,
                 limiter: watchdog::RestartLimiter::new(max_pod_restarts_per_minute),
+                metrics: metrics.clone(),
             }
             .run(watch_interval, stop.clone());
             let bundles = trust_bundle::run(

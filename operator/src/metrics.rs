@@ -32,6 +32,7 @@ pub struct Metrics {
     pub status_reports: Family<ResultLabel, Counter>,
     pub validations: Family<ResultLabel, Counter>,
     pub conversions: Family<ResultLabel, Counter>,
+    pub watchdog_pods: Family<ResultLabel, Counter>,
     pub leader: Gauge,
 }
 
@@ -74,6 +75,11 @@ impl Metrics {
             "daprs_operator_subscription_conversions",
             "Subscription conversion reviews, by result",
             self.conversions.clone(),
+        );
+        r.register(
+            "daprs_operator_watchdog_pods",
+            "Pods the watchdog acted on, by result (deleted: restarted through the injector; labelled: found with their sidecar; failed)",
+            self.watchdog_pods.clone(),
         );
         r.register(
             "daprs_operator_leader",

@@ -218,9 +218,15 @@ pub struct Watchdog {
     pub watch_namespace: Option<String>,
     pub can_patch_labels: bool,
     pub limiter: RestartLimiter,
+    /// Counts every pod acted on (`daprs_operator_watchdog_pods`).
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl Watchdog {
+    fn count(&self, result: &str) {
+        crate::metrics::Metrics::count(&self.metrics.watchdog_pods, result);
+    }
+
     async fn injector_ready(&self) -> Result<bool, Error> {
         let api: Api<Deployment> =
             Api::namespaced(self.client.clone(), &self.control_plane_namespace);
@@ -261,9 +267,13 @@ impl Watchdog {
                 .patch(&pod.name, &PatchParams::default(), &Patch::Merge(&label))
                 .await
             {
-                Ok(_) => report.labelled += 1,
+                Ok(_) => {
+                    report.labelled += 1;
+                    self.count("labelled");
+                }
                 Err(error) => {
                     report.failed += 1;
+                    self.count("failed");
                     tracing::warn!(namespace = %pod.namespace, pod = %pod.name, %error, "failed to label a pod that has its sidecar");
                 }
             }
@@ -280,11 +290,13 @@ impl Watchdog {
             match api.delete(&pod.name, &DeleteParams::default()).await {
                 Ok(_) => {
                     report.deleted += 1;
+                    self.count("deleted");
                     tracing::warn!(namespace = %pod.namespace, pod = %pod.name, "deleted a pod annotated dapr.io/enabled that has no sidecar, so it is created again through the injector");
                 }
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(error) => {
                     report.failed += 1;
+                    self.count("failed");
                     tracing::warn!(namespace = %pod.namespace, pod = %pod.name, %error, "failed to delete a pod without its sidecar");
                 }
             }
