@@ -8,8 +8,11 @@
 //! sidecar (sampled every 100 ms during the run: mean and maximum; and the process's peak),
 //! and the machine's load average before and after (other work on the machine skews the
 //! numbers). sentry runs in-process; the sidecars are the release `daprd` binary.
-//! Tunables: INVOKE_SECONDS (default 20), INVOKE_RATE (1000), INVOKE_CONNECTIONS (16), and
-//! INVOKE_DAPRD, another daprd binary to measure (e.g. a size-optimised or static build).
+//! Tunables: INVOKE_SECONDS (default 20), INVOKE_RATE (1000), INVOKE_CONNECTIONS (16),
+//! INVOKE_DAPRD, another daprd binary to measure (e.g. a size-optimised or static build), and
+//! INVOKE_DAPR_DAPRD, Dapr's own daprd (as `scripts/dapr-daprd.sh` builds it) to measure in the
+//! same shape for comparison: started with Dapr's flags, finding its peer through mDNS (Dapr's
+//! self-hosted default), with the same sentry.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../tests/support/mod.rs"]
@@ -108,12 +111,50 @@ async fn echo_app() -> u16 {
     port
 }
 
+/// Dapr's daprd (`INVOKE_DAPR_DAPRD`) with Dapr's flags: no components, no placement or
+/// scheduler, mDNS name resolution, mTLS with `sentry`.
+fn dapr_daprd(
+    binary: &std::ffi::OsStr,
+    app_id: &str,
+    app_port: u16,
+    sentry: &support::Sentry,
+    dir: &std::path::Path,
+) -> (Proc, u16) {
+    let http = free_port();
+    let resources = dir.join(format!("{app_id}-resources"));
+    std::fs::create_dir_all(&resources).unwrap();
+    let child = Command::new(binary)
+        .args(["--app-id", app_id, "--dapr-listen-addresses", "127.0.0.1"])
+        .args(["--app-port", &app_port.to_string()])
+        .args(["--dapr-http-port", &http.to_string()])
+        .args(["--dapr-grpc-port", &free_port().to_string()])
+        .args(["--metrics-port", &free_port().to_string()])
+        .args(["--dapr-internal-grpc-port", &free_port().to_string()])
+        .args(["--dapr-internal-grpc-listen-address", "127.0.0.1"])
+        .args(["--enable-mtls", "--sentry-address", &sentry.address()])
+        .args(["--log-level", "warn"])
+        .args(["--placement-host-address", ""])
+        .args(["--scheduler-host-address", ""])
+        .arg("--resources-path")
+        .arg(&resources)
+        .env("DAPR_TRUST_ANCHORS", sentry.anchors_pem())
+        .env("DAPR_HOST_IP", "127.0.0.1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (Proc(child), http)
+}
+
 fn daprd(
     app_id: &str,
     app_port: u16,
     sentry: &support::Sentry,
     registry: &std::path::Path,
 ) -> (Proc, u16) {
+    if let Some(binary) = std::env::var_os("INVOKE_DAPR_DAPRD") {
+        return dapr_daprd(&binary, app_id, app_port, sentry, registry);
+    }
     let http = free_port();
     let binary =
         std::env::var_os("INVOKE_DAPRD").unwrap_or_else(|| env!("CARGO_BIN_EXE_daprd").into());
@@ -256,8 +297,9 @@ async fn run() {
     let registry = tempfile::tempdir().unwrap();
     let app = echo_app().await;
     let (caller, caller_http) = daprd("bench-caller", app, &sentry, registry.path());
-    let (callee, _) = daprd("bench-callee", app, &sentry, registry.path());
+    let (callee, callee_http) = daprd("bench-callee", app, &sentry, registry.path());
     wait_ready(caller_http).await;
+    wait_ready(callee_http).await;
     let via = format!("http://127.0.0.1:{caller_http}/v1.0/invoke/bench-callee/method/echo");
     let direct = format!("http://127.0.0.1:{app}/echo");
     // Warm-up: connections and pools.
@@ -287,11 +329,13 @@ async fn run() {
         "service invocation, {rate} req/s, 1 KB POST, {connections} connections, {seconds} s each, open loop"
     );
     println!("load average (1/5/15 min): {load_before} before, {load_after} after");
-    if let Some(binary) = std::env::var_os("INVOKE_DAPRD") {
-        println!(
-            "daprd: {} (INVOKE_DAPRD)",
-            std::path::Path::new(&binary).display()
-        );
+    for variable in ["INVOKE_DAPRD", "INVOKE_DAPR_DAPRD"] {
+        if let Some(binary) = std::env::var_os(variable) {
+            println!(
+                "daprd: {} ({variable})",
+                std::path::Path::new(&binary).display()
+            );
+        }
     }
     println!("| path | requests | errors | p50 ms | p90 ms | p99 ms |");
     println!("|---|---|---|---|---|---|");
