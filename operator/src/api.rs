@@ -69,7 +69,7 @@ pub struct OperatorApi {
     pub metrics: Arc<Metrics>,
 }
 
-type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+pub(crate) type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// Per-connection memory settings of the API's TLS: no session tickets and no session cache.
 /// Sidecars hold one long-lived connection each and reconnect rarely (after an operator

@@ -14,6 +14,7 @@ pub mod api;
 pub mod component_webhook;
 pub mod config;
 pub mod crds;
+pub mod grpc_stream;
 pub mod hub;
 pub mod identity;
 pub mod leader;
@@ -36,7 +37,6 @@ use std::time::Duration;
 
 use axum::routing::get;
 use daprs_api::crd::Configuration;
-use daprs_api::proto::operator::operator_server::OperatorServer;
 use daprs_api::proto::operator::resource_status_server::ResourceStatusServer;
 use daprs_api::tls::{PeerMatcher, SpiffeClientVerifier, SvidResolver, TrustAnchors};
 use tokio::net::TcpListener;
@@ -190,7 +190,7 @@ pub async fn serve_api(
     let mut stop = shutdown.clone();
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(OperatorServer::new(api))
+        .add_service(grpc_stream::Streams::new(api))
         .add_service(ResourceStatusServer::new(status))
         .serve_with_incoming_shutdown(incoming, async move { stopped(&mut stop).await });
     tokio::pin!(server);
