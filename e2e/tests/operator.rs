@@ -280,6 +280,17 @@ impl Fixture {
         self.operator.as_ref().unwrap()
     }
 
+    /// The operator's `/metrics` page.
+    async fn metrics(&self) -> String {
+        let addr = self.operator().metrics_addr.unwrap();
+        reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// A channel to the operator as the sidecar of `app_id` in the apps namespace.
     async fn sidecar_channel(&self, app_id: &str) -> tonic::transport::Channel {
         let anchors = TrustAnchors::from_pem(&std::fs::read(self.anchors_path()).unwrap()).unwrap();
@@ -579,15 +590,7 @@ async fn an_annotated_deployment_gets_an_owned_headless_service_and_the_leader_h
             ("dapr-metrics".into(), 9999)
         ]
     );
-    let metrics = reqwest::get(format!(
-        "http://{}/metrics",
-        f.operator().metrics_addr.unwrap()
-    ))
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
+    let metrics = f.metrics().await;
     assert!(
         metrics.contains("dapr_operator_service_created_total{app_id=\"orders\"} 1"),
         "{metrics}"
@@ -1291,15 +1294,7 @@ async fn the_watchdog_deletes_pods_that_missed_injection_once_the_injector_is_re
         "only the pod without its sidecar was deleted"
     );
     // Each pod acted on is counted once: passes after the first find nothing to do.
-    let metrics = reqwest::get(format!(
-        "http://{}/metrics",
-        f.operator().metrics_addr.unwrap()
-    ))
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
+    let metrics = f.metrics().await;
     for line in [
         "daprs_operator_watchdog_pods_total{result=\"deleted\"} 1",
         "daprs_operator_watchdog_pods_total{result=\"labelled\"} 2",

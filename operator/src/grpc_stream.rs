@@ -18,10 +18,6 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use daprs_api::proto::operator::operator_server::{Operator, OperatorServer};
-use daprs_api::proto::operator::{
-    ComponentUpdateRequest, ConfigurationUpdateRequest, HttpEndpointUpdateRequest,
-    ResiliencyUpdateRequest, SubscriptionUpdateRequest,
-};
 use futures::future::BoxFuture;
 use http_body::Frame;
 use http_body_util::BodyExt;
@@ -70,37 +66,18 @@ impl tower::Service<http::Request<tonic::body::Body>> for Streams {
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
         let api = self.api.clone();
         let method = request.uri().path().rsplit('/').next().unwrap_or_default();
+        // Each update stream: decode the request, call the same `Operator` method, frame here.
+        macro_rules! framed {
+            ($method:ident) => {
+                Box::pin(serve(request, move |r| async move { api.$method(r).await }))
+            };
+        }
         match method {
-            "ComponentUpdate" => Box::pin(serve(
-                request,
-                move |r: tonic::Request<ComponentUpdateRequest>| async move {
-                    api.component_update(r).await
-                },
-            )),
-            "ConfigurationUpdate" => Box::pin(serve(
-                request,
-                move |r: tonic::Request<ConfigurationUpdateRequest>| async move {
-                    api.configuration_update(r).await
-                },
-            )),
-            "SubscriptionUpdate" => Box::pin(serve(
-                request,
-                move |r: tonic::Request<SubscriptionUpdateRequest>| async move {
-                    api.subscription_update(r).await
-                },
-            )),
-            "ResiliencyUpdate" => Box::pin(serve(
-                request,
-                move |r: tonic::Request<ResiliencyUpdateRequest>| async move {
-                    api.resiliency_update(r).await
-                },
-            )),
-            "HTTPEndpointUpdate" => Box::pin(serve(
-                request,
-                move |r: tonic::Request<HttpEndpointUpdateRequest>| async move {
-                    api.http_endpoint_update(r).await
-                },
-            )),
+            "ComponentUpdate" => framed!(component_update),
+            "ConfigurationUpdate" => framed!(configuration_update),
+            "SubscriptionUpdate" => framed!(subscription_update),
+            "ResiliencyUpdate" => framed!(resiliency_update),
+            "HTTPEndpointUpdate" => framed!(http_endpoint_update),
             _ => {
                 let mut generated = self.generated.clone();
                 Box::pin(async move { generated.call(request).await })
@@ -243,7 +220,7 @@ impl<E: Message + 'static> http_body::Body for Framed<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use daprs_api::proto::operator::ComponentUpdateEvent;
+    use daprs_api::proto::operator::{ComponentUpdateEvent, ComponentUpdateRequest};
 
     fn prefixed(flag: u8, message: &[u8]) -> Vec<u8> {
         let mut out = vec![flag];

@@ -15,12 +15,15 @@
 //! self-hosted default), with the same sentry.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::{cpu_ticks, env_or};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -32,13 +35,6 @@ fn free_port() -> u16 {
 
 fn smoke() -> bool {
     !std::env::args().any(|a| a == "--bench")
-}
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 struct Proc(Child);
@@ -58,21 +54,6 @@ fn status_kib(pid: u32, field: &str) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         })
         .unwrap_or(0)
-}
-
-/// utime + stime of a process in clock ticks (100 per second on Linux).
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let get = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // Fields after the command: state(0) ... utime(11) stime(12).
-    get(11) + get(12)
 }
 
 fn loadavg() -> String {
@@ -111,8 +92,32 @@ async fn echo_app() -> u16 {
     port
 }
 
+/// The flags both implementations share: ports on loopback, mTLS with `sentry`, quiet logs.
+fn sidecar_command(
+    binary: &std::ffi::OsStr,
+    app_id: &str,
+    app_port: u16,
+    http: u16,
+    sentry: &support::Sentry,
+) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .args(["--app-id", app_id, "--dapr-listen-addresses", "127.0.0.1"])
+        .args(["--app-port", &app_port.to_string()])
+        .args(["--dapr-http-port", &http.to_string()])
+        .args(["--dapr-grpc-port", &free_port().to_string()])
+        .args(["--metrics-port", &free_port().to_string()])
+        .args(["--dapr-internal-grpc-port", &free_port().to_string()])
+        .args(["--dapr-internal-grpc-listen-address", "127.0.0.1"])
+        .args(["--enable-mtls", "--sentry-address", &sentry.address()])
+        .args(["--log-level", "warn"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
 /// Dapr's daprd (`INVOKE_DAPR_DAPRD`) with Dapr's flags: no components, no placement or
-/// scheduler, mDNS name resolution, mTLS with `sentry`.
+/// scheduler, mDNS name resolution, the trust anchors in `DAPR_TRUST_ANCHORS`.
 fn dapr_daprd(
     binary: &std::ffi::OsStr,
     app_id: &str,
@@ -123,29 +128,20 @@ fn dapr_daprd(
     let http = free_port();
     let resources = dir.join(format!("{app_id}-resources"));
     std::fs::create_dir_all(&resources).unwrap();
-    let child = Command::new(binary)
-        .args(["--app-id", app_id, "--dapr-listen-addresses", "127.0.0.1"])
-        .args(["--app-port", &app_port.to_string()])
-        .args(["--dapr-http-port", &http.to_string()])
-        .args(["--dapr-grpc-port", &free_port().to_string()])
-        .args(["--metrics-port", &free_port().to_string()])
-        .args(["--dapr-internal-grpc-port", &free_port().to_string()])
-        .args(["--dapr-internal-grpc-listen-address", "127.0.0.1"])
-        .args(["--enable-mtls", "--sentry-address", &sentry.address()])
-        .args(["--log-level", "warn"])
+    let child = sidecar_command(binary, app_id, app_port, http, sentry)
         .args(["--placement-host-address", ""])
         .args(["--scheduler-host-address", ""])
         .arg("--resources-path")
         .arg(&resources)
         .env("DAPR_TRUST_ANCHORS", sentry.anchors_pem())
         .env("DAPR_HOST_IP", "127.0.0.1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     (Proc(child), http)
 }
 
+/// Our daprd (or `INVOKE_DAPRD`, or Dapr's with `INVOKE_DAPR_DAPRD`), found by its peer through
+/// the registry directory `registry`.
 fn daprd(
     app_id: &str,
     app_port: u16,
@@ -158,23 +154,12 @@ fn daprd(
     let http = free_port();
     let binary =
         std::env::var_os("INVOKE_DAPRD").unwrap_or_else(|| env!("CARGO_BIN_EXE_daprd").into());
-    let child = Command::new(binary)
-        .args(["--app-id", app_id, "--dapr-listen-addresses", "127.0.0.1"])
-        .args(["--app-port", &app_port.to_string()])
-        .args(["--dapr-http-port", &http.to_string()])
-        .args(["--dapr-grpc-port", &free_port().to_string()])
-        .args(["--metrics-port", &free_port().to_string()])
+    let child = sidecar_command(&binary, app_id, app_port, http, sentry)
         .args(["--metrics-listen-address", "127.0.0.1"])
-        .args(["--dapr-internal-grpc-port", &free_port().to_string()])
-        .args(["--dapr-internal-grpc-listen-address", "127.0.0.1"])
-        .args(["--enable-mtls", "--sentry-address", &sentry.address()])
-        .args(["--log-level", "warn"])
         .arg("--registry-dir")
         .arg(registry)
         .env("DAPR_TRUST_ANCHORS_FILE", sentry.anchors_file())
         .env("DAPR_SENTRY_TOKEN_FILE", "/nonexistent")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     (Proc(child), http)
