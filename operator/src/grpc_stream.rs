@@ -64,13 +64,13 @@ impl tower::Service<http::Request<tonic::body::Body>> for Streams {
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-        let api = self.api.clone();
         let method = request.uri().path().rsplit('/').next().unwrap_or_default();
         // Each update stream: decode the request, call the same `Operator` method, frame here.
         macro_rules! framed {
-            ($method:ident) => {
+            ($method:ident) => {{
+                let api = self.api.clone();
                 Box::pin(serve(request, move |r| async move { api.$method(r).await }))
-            };
+            }};
         }
         match method {
             "ComponentUpdate" => framed!(component_update),

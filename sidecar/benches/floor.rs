@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod common;
-use common::{cpu_ticks, env_or};
+use common::{OpenLoop, cpu_ticks, env_or, pct};
 
 const PAYLOAD_BYTES: usize = 1024;
 const KINDS: [&str; 3] = ["tokio-mt", "tokio-ct", "threads"];
@@ -163,12 +163,11 @@ async fn echo_server() -> SocketAddr {
 /// Sends `rate` frames/s for `seconds` over `connections` connections to `target`, checks
 /// each reply against what was sent, and returns the latencies in µs.
 async fn fixed_rate(target: SocketAddr, rate: u64, seconds: f64, connections: u64) -> Vec<u64> {
-    let interval = Duration::from_secs_f64(connections as f64 / rate as f64);
     let per_conn = ((rate as f64 * seconds) / connections as f64) as u64;
     let start = Instant::now() + Duration::from_millis(100);
     let mut tasks = Vec::new();
     for c in 0..connections {
-        let offset = interval.mul_f64(c as f64 / connections as f64);
+        let schedule = OpenLoop::new(start, rate, connections, c);
         tasks.push(tokio::spawn(async move {
             let mut s = tokio::net::TcpStream::connect(target).await.unwrap();
             s.set_nodelay(true).unwrap();
@@ -178,15 +177,7 @@ async fn fixed_rate(target: SocketAddr, rate: u64, seconds: f64, connections: u6
             let mut latencies = Vec::with_capacity(per_conn as usize);
             let mut previous_done = Instant::now();
             for i in 0..per_conn {
-                let scheduled = start + offset + interval.mul_f64(i as f64);
-                tokio::time::sleep_until(scheduled.into()).await;
-                // As in the invoke bench: a request held back by the previous one counts from
-                // its scheduled time, otherwise from when it is sent.
-                let since = if previous_done > scheduled {
-                    scheduled
-                } else {
-                    Instant::now()
-                };
+                let since = schedule.due(i, previous_done).await;
                 frame[4] = (i % 251) as u8;
                 frame[5] = c as u8;
                 s.write_all(&frame).await.unwrap();
@@ -204,11 +195,6 @@ async fn fixed_rate(target: SocketAddr, rate: u64, seconds: f64, connections: u6
     }
     all.sort_unstable();
     all
-}
-
-fn pct(sorted: &[u64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i] as f64 / 1000.0
 }
 
 fn main() {

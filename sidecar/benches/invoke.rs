@@ -23,7 +23,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{cpu_ticks, env_or};
+use common::{OpenLoop, cpu_ticks, env_or, pct};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -187,7 +187,6 @@ struct Run {
 /// Sends `rate` req/s for `seconds` over `connections` connections to `url`.
 async fn fixed_rate(url: &str, rate: u64, seconds: u64, connections: u64) -> Run {
     let body = bytes::Bytes::from(vec![b'x'; 1024]);
-    let per_conn_interval = Duration::from_secs_f64(connections as f64 / rate as f64);
     let total_per_conn = rate * seconds / connections;
     let start = Instant::now() + Duration::from_millis(100);
     let mut tasks = Vec::new();
@@ -199,24 +198,13 @@ async fn fixed_rate(url: &str, rate: u64, seconds: u64, connections: u64) -> Run
             .unwrap();
         let url = url.to_owned();
         let body = body.clone();
-        // Connections are staggered so the requests are spread evenly over time.
-        let offset = per_conn_interval.mul_f64(c as f64 / connections as f64);
+        let schedule = OpenLoop::new(start, rate, connections, c);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(total_per_conn as usize);
             let mut errors = 0;
             let mut previous_done = Instant::now();
             for i in 0..total_per_conn {
-                let scheduled = start + offset + per_conn_interval.mul_f64(i as f64);
-                tokio::time::sleep_until(scheduled.into()).await;
-                // Open loop: a request held back because the previous one on this connection
-                // was still running counts from its scheduled time. Otherwise it counts from
-                // now: tokio's timer wakes up to 1 ms late, which is the load generator's
-                // lateness, not the server's.
-                let since = if previous_done > scheduled {
-                    scheduled
-                } else {
-                    Instant::now()
-                };
+                let since = schedule.due(i, previous_done).await;
                 let ok = client
                     .post(&url)
                     .body(body.clone())
@@ -249,14 +237,6 @@ async fn fixed_rate(url: &str, rate: u64, seconds: u64, connections: u64) -> Run
     run.elapsed = start.elapsed();
     run.latencies_us.sort_unstable();
     run
-}
-
-fn pct(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i] as f64 / 1000.0
 }
 
 fn main() {

@@ -22,3 +22,46 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     // Fields after the command: state(0) ... utime(11) stime(12).
     get(11) + get(12)
 }
+
+/// The open-loop schedule of one load connection: its requests evenly spaced, the
+/// connections staggered against each other, so the total rate is spread evenly over time.
+#[derive(Clone, Copy, Debug)]
+pub struct OpenLoop {
+    first: std::time::Instant,
+    interval: std::time::Duration,
+}
+
+impl OpenLoop {
+    /// Connection `c` of `connections` sharing `rate` requests/s, the first due at `start`.
+    pub fn new(start: std::time::Instant, rate: u64, connections: u64, c: u64) -> Self {
+        let interval = std::time::Duration::from_secs_f64(connections as f64 / rate as f64);
+        Self {
+            first: start + interval.mul_f64(c as f64 / connections as f64),
+            interval,
+        }
+    }
+
+    /// Waits until request `i` is due and returns when its latency counts from. A request
+    /// held back because the previous one (done at `previous_done`) was still running counts
+    /// from its scheduled time, so a stall is not hidden (no coordinated omission). Otherwise
+    /// it counts from now: tokio's timer wakes up to 1 ms late, which is the load generator's
+    /// lateness, not the server's.
+    pub async fn due(&self, i: u64, previous_done: std::time::Instant) -> std::time::Instant {
+        let scheduled = self.first + self.interval.mul_f64(i as f64);
+        tokio::time::sleep_until(scheduled.into()).await;
+        if previous_done > scheduled {
+            scheduled
+        } else {
+            std::time::Instant::now()
+        }
+    }
+}
+
+/// The `p` percentile (0..=1) of sorted latencies in µs, in ms; NaN when there are none.
+pub fn pct(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
