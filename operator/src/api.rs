@@ -12,8 +12,7 @@ use daprs_api::SpiffeId;
 use daprs_api::proto::operator::operator_server::Operator;
 use daprs_api::proto::operator::*;
 use futures::Stream;
-use tokio::sync::{mpsc, watch};
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use crate::hub::{EventKind, Filter, Hub, Object};
@@ -81,18 +80,17 @@ pub fn lean_tls(config: &mut rustls::ServerConfig) {
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
 }
 
-/// The SPIFFE id of the client certificate of this call.
+/// The SPIFFE id of the client certificate of this call (read once per connection by
+/// [`crate::grpc_server`]).
 pub fn caller<T>(request: &Request<T>) -> Result<SpiffeId, Status> {
-    let certs = request
+    let caller = request
         .extensions()
-        .get::<TlsConnectInfo<TcpConnectInfo>>()
-        .and_then(|info| info.peer_certs())
+        .get::<crate::grpc_server::Caller>()
         .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
-    let leaf = certs
-        .first()
-        .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
-    daprs_api::tls::spiffe_id_of(leaf)
-        .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))
+    caller
+        .id()
+        .cloned()
+        .map_err(|reason| Status::unauthenticated(reason.to_owned()))
 }
 
 /// Dapr's rule: the request names a namespace, and it is the caller's.
@@ -141,8 +139,7 @@ impl Drop for OpenStream {
 /// What one event stream holds between two events.
 struct StreamState {
     replay: std::vec::IntoIter<crate::hub::Event>,
-    live: mpsc::Receiver<crate::hub::Event>,
-    lagged: Arc<std::sync::atomic::AtomicBool>,
+    live: crate::hub::Receiver,
     filter: Filter,
     inline: Inline,
     secrets: Arc<CoalescingSecrets>,
@@ -166,7 +163,7 @@ impl StreamState {
                     Some(event) => event,
                     None => {
                         self.done = true;
-                        if !self.lagged.load(std::sync::atomic::Ordering::SeqCst) {
+                        if !self.live.fell_behind() {
                             return None;
                         }
                         tracing::warn!(namespace = %self.filter.namespace, app_id = %self.filter.app_id, "a stream fell behind and was closed; the client will reconnect and list again");
@@ -228,18 +225,13 @@ impl OperatorApi {
         make: fn(Vec<u8>, i32) -> E,
     ) -> Result<Response<EventStream<E>>, Status> {
         self.check_running()?;
-        let crate::hub::Subscription {
-            replay,
-            live,
-            lagged,
-        } = hub.subscribe(filter.clone());
+        let crate::hub::Subscription { replay, live } = hub.subscribe(filter.clone());
         let gauge = self.metrics.streams(hub.kind());
         gauge.inc();
         tracing::debug!(resource = hub.kind(), namespace = %filter.namespace, app_id = %filter.app_id, "stream opened");
         let state = StreamState {
             replay: replay.into_iter(),
             live,
-            lagged,
             filter,
             inline,
             secrets: self.secrets.clone(),

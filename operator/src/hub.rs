@@ -15,13 +15,17 @@
 //!   are dropped.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::Value;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
+
+pub use queue::Receiver;
+use queue::{SendError, Sender};
+
+mod queue;
 
 /// Slots per stream before it is considered fallen behind.
 pub const SUBSCRIBER_BUFFER: usize = 256;
@@ -183,15 +187,13 @@ impl Filter {
 #[derive(Debug)]
 pub struct Subscription {
     pub replay: Vec<Event>,
-    pub live: mpsc::Receiver<Event>,
-    /// Set when the hub cut the stream off for falling behind.
-    pub lagged: Arc<AtomicBool>,
+    /// Ends when the hub cuts the stream off for falling behind ([`Receiver::fell_behind`]).
+    pub live: Receiver,
 }
 
 struct Subscriber {
     filter: Filter,
-    tx: mpsc::Sender<Event>,
-    lagged: Arc<AtomicBool>,
+    tx: Sender,
 }
 
 #[derive(Default)]
@@ -361,8 +363,7 @@ impl Hub {
 
     /// Registers a stream. Changes after the caller's oldest unconsumed List are replayed.
     pub fn subscribe(&self, filter: Filter) -> Subscription {
-        let (tx, live) = mpsc::channel(SUBSCRIBER_BUFFER);
-        let lagged = Arc::new(AtomicBool::new(false));
+        let (tx, live) = queue::queue(SUBSCRIBER_BUFFER);
         let mut state = self.lock();
         let key = (filter.namespace.clone(), filter.app_id.clone());
         let mark = state.watermarks.get_mut(&key).and_then(|marks| {
@@ -406,16 +407,8 @@ impl Hub {
             .subscribers
             .entry(filter.namespace.clone())
             .or_default()
-            .push(Subscriber {
-                filter,
-                tx,
-                lagged: lagged.clone(),
-            });
-        Subscription {
-            replay,
-            live,
-            lagged,
-        }
+            .push(Subscriber { filter, tx });
+        Subscription { replay, live }
     }
 
     /// Streams currently registered.
@@ -445,11 +438,11 @@ fn publish(state: &mut State, old: Option<Arc<Object>>, new: Option<Arc<Object>>
         };
         match s.tx.try_send(event) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                s.lagged.store(true, Ordering::SeqCst);
+            Err(SendError::Full) => {
+                s.tx.fell_behind();
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(SendError::Closed) => false,
         }
     });
     if subscribers.is_empty() {

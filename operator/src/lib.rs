@@ -14,6 +14,7 @@ pub mod api;
 pub mod component_webhook;
 pub mod config;
 pub mod crds;
+pub mod grpc_server;
 pub mod grpc_stream;
 pub mod hub;
 pub mod identity;
@@ -80,8 +81,6 @@ pub enum Error {
     ApplyCrds(#[from] crds::ApplyError),
     #[error("failed to build the TLS configuration: {0}")]
     Tls(String),
-    #[error("the gRPC server failed: {0}")]
-    Serve(#[source] tonic::transport::Error),
 }
 
 /// What the operator takes from its surroundings rather than its flags.
@@ -187,25 +186,10 @@ pub async fn serve_api(
         .map_err(|e| Error::Tls(e.to_string()))?;
     api::lean_tls(&mut tls);
     let incoming = daprs_api::tls::tls_incoming(listener, Arc::new(tls));
-    let mut stop = shutdown.clone();
-    let server = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(grpc_stream::Streams::new(api))
-        .add_service(ResourceStatusServer::new(status))
-        .serve_with_incoming_shutdown(incoming, async move { stopped(&mut stop).await });
-    tokio::pin!(server);
-    let mut stop = shutdown;
-    tokio::select! {
-        result = &mut server => return result.map_err(Error::Serve),
-        () = stopped(&mut stop) => {}
-    }
-    match tokio::time::timeout(GRACEFUL_STOP, server).await {
-        Ok(result) => result.map_err(Error::Serve),
-        Err(_) => {
-            tracing::warn!("in-flight calls did not finish in time; closing their connections");
-            Ok(())
-        }
-    }
+    let routes = tonic::service::Routes::new(grpc_stream::Streams::new(api))
+        .add_service(ResourceStatusServer::new(status));
+    grpc_server::serve(incoming, routes, shutdown).await;
+    Ok(())
 }
 
 /// The `daprsystem` settings the operator needs.

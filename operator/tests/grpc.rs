@@ -548,6 +548,24 @@ async fn sidecars_report_component_status_for_their_own_app_only() {
 }
 
 #[tokio::test]
+async fn a_service_the_operator_does_not_serve_is_unimplemented() {
+    let op = start().await;
+    let channel = op.channel("orders", "a").await;
+    let err = daprs_api::proto::sentry::ca_client::CaClient::new(channel.clone())
+        .sign_certificate(daprs_api::proto::sentry::SignCertificateRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");
+    // The connection still serves the operator's own calls.
+    let listed = OperatorClient::new(channel)
+        .list_components(ListComponentsRequest {
+            namespace: "a".into(),
+        })
+        .await;
+    assert!(listed.is_ok(), "{listed:?}");
+}
+
+#[tokio::test]
 async fn shutdown_ends_open_streams_and_the_server() {
     let op = start().await;
     let mut client = op.client("orders", "a").await;
