@@ -1,5 +1,6 @@
 //! The operator API's connections: TLS streams served by hyper's HTTP/2 server directly,
-//! each request tagged with the caller's SPIFFE id and routed by tonic's [`Routes`].
+//! each request tagged with the caller's SPIFFE id and routed by tonic's [`Routes`]. The
+//! accept loop, [`serve_connections`], serves the webhooks too ([`crate::webhook::serve_tls`]).
 //!
 //! Every sidecar holds one connection for its whole life, so what a connection keeps while
 //! idle is multiplied by the number of sidecars (`docs/performance.md`, the operator). tonic's
@@ -28,6 +29,7 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown};
 use tokio::sync::watch;
 use tonic::service::Routes;
 use tower::Service as _;
@@ -84,7 +86,7 @@ impl hyper::service::Service<http::Request<Incoming>> for Connection {
 pub async fn serve(
     incoming: impl Stream<Item = std::io::Result<ServerTlsStream>>,
     routes: Routes,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     http2
@@ -96,7 +98,30 @@ pub async fn serve(
         // HPACK table.
         .auto_date_header(false);
     let routes = routes.prepare();
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    serve_connections("API", incoming, shutdown, |stream| {
+        let service = Connection {
+            routes: routes.clone(),
+            caller: Caller::of(&stream),
+        };
+        http2.serve_connection(TokioIo::new(stream), service)
+    })
+    .await;
+}
+
+/// Runs `serve(stream)` for each connection of `incoming`, each in a task of its own, until
+/// `shutdown`; then closes the listener, asks every connection to finish (HTTP/2 GOAWAY,
+/// HTTP/1 closes after the response in flight) and aborts those still open after
+/// [`crate::GRACEFUL_STOP`]. `what` names the server in logs.
+pub async fn serve_connections<C>(
+    what: &'static str,
+    incoming: impl Stream<Item = std::io::Result<ServerTlsStream>>,
+    mut shutdown: watch::Receiver<bool>,
+    mut serve: impl FnMut(ServerTlsStream) -> C,
+) where
+    C: GracefulConnection + Send + 'static,
+    C::Error: std::fmt::Display + Send,
+{
+    let graceful = GracefulShutdown::new();
     let mut connections = tokio::task::JoinSet::new();
     {
         let mut incoming = std::pin::pin!(incoming);
@@ -106,21 +131,16 @@ pub async fn serve(
                     let stream = match next {
                         Some(Ok(stream)) => stream,
                         Some(Err(error)) => {
-                            tracing::debug!(%error, "failed to accept an API connection");
+                            tracing::debug!(%error, server = what, "failed to accept a connection");
                             continue;
                         }
                         None => break,
                     };
-                    let service = Connection {
-                        routes: routes.clone(),
-                        caller: Caller::of(&stream),
-                    };
-                    let connection = graceful.watch(http2.serve_connection(TokioIo::new(stream), service));
                     // `map`, not an `async` block: a block holding the connection across its
                     // `.await` is sized for two of them, and the task keeps that size.
-                    connections.spawn(connection.map(|result| {
+                    connections.spawn(graceful.watch(serve(stream)).map(move |result| {
                         if let Err(error) = result {
-                            tracing::debug!(%error, "API connection ended with an error");
+                            tracing::debug!(%error, server = what, "connection ended with an error");
                         }
                     }));
                 }
@@ -134,7 +154,10 @@ pub async fn serve(
         .await
         .is_err()
     {
-        tracing::warn!("in-flight calls did not finish in time; closing their connections");
+        tracing::warn!(
+            server = what,
+            "in-flight calls did not finish in time; closing their connections"
+        );
     }
     connections.shutdown().await;
 }

@@ -2,8 +2,8 @@
 //! Dapr app's `<app-id>-dapr` Service, validates Components and reports their status.
 //!
 //! Module map: [`watch`] feeds one [`hub`] per resource kind → [`api`] serves them to sidecars
-//! (with [`secrets`] inlined, [`pods`] for `dapr.io/config`) and [`status`] records what the
-//! sidecars report; [`leader`] runs [`service`], the status aggregation, [`resource_status`]
+//! (with [`secrets`] inlined, [`pods`] for `dapr.io/config`; connections in [`grpc_server`],
+//! update streams framed by [`grpc_stream`]) and [`status`] records what the sidecars report; [`leader`] runs [`service`], the status aggregation, [`resource_status`]
 //! and the [`watchdog`] on one replica;
 //! [`webhook`] converts Subscriptions and [`validate`]s Components ([`component_webhook`] keeps
 //! its caBundle); [`crds`] renders and

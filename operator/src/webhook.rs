@@ -165,30 +165,16 @@ pub async fn serve_tls(
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
     app: Router,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    use futures::StreamExt;
-    let mut incoming = daprs_api::tls::tls_incoming(listener, tls);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        tokio::select! {
-            next = incoming.next() => {
-                let Some(Ok(stream)) = next else { break };
-                let service = TowerToHyperService::new(app.clone());
-                let connection = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .into_owned();
-                let watched = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(error) = watched.await {
-                        tracing::debug!(%error, "webhook connection ended with an error");
-                    }
-                });
-            }
-            () = crate::api::stopped(&mut shutdown) => break,
-        }
-    }
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), graceful.shutdown()).await;
+    let incoming = daprs_api::tls::tls_incoming(listener, tls);
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    crate::grpc_server::serve_connections("webhook", incoming, shutdown, |stream| {
+        builder
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()))
+            .into_owned()
+    })
+    .await;
 }
 
 #[cfg(test)]
