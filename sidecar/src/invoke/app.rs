@@ -143,6 +143,9 @@ enum Channel {
     Http {
         client: reqwest::Client,
         base: String,
+        /// Plain `http` apps: connections driven by the calling task ([`super::http1`]);
+        /// `https` and `h2c` go through `client`.
+        plain: Option<super::http1::Http1Pool>,
     },
     Grpc {
         channel: tonic::transport::Channel,
@@ -217,6 +220,8 @@ impl AppChannel {
                     Channel::Http {
                         client,
                         base: format!("{scheme}://{host}:{port}"),
+                        plain: (protocol == "http" || protocol.is_empty())
+                            .then(|| super::http1::Http1Pool::new(format!("{host}:{port}"))),
                     }
                 }
             }
@@ -260,7 +265,7 @@ impl AppChannel {
         let threshold = health.threshold.max(1);
         let probe: Box<dyn Fn() -> futures::future::BoxFuture<'static, bool> + Send + Sync> =
             match channel {
-                Channel::Http { client, base } => {
+                Channel::Http { client, base, .. } => {
                     let client = client.clone();
                     let url = format!("{base}{}", health.path);
                     Box::new(move || {
@@ -322,7 +327,11 @@ impl AppChannel {
             None => None,
         };
         match channel {
-            Channel::Http { client, base } => self.call_http(client, base, request).await,
+            Channel::Http {
+                client,
+                base,
+                plain,
+            } => self.call_http(client, base, plain.as_ref(), request).await,
             Channel::Grpc { channel } => self.call_grpc(channel.clone(), request).await,
         }
     }
@@ -365,15 +374,16 @@ impl AppChannel {
         &self,
         client: &reqwest::Client,
         base: &str,
+        plain: Option<&super::http1::Http1Pool>,
         request: AppRequest,
     ) -> Result<AppResponse, AppError> {
         let verb = request.verb.as_deref().unwrap_or("POST");
-        let method = reqwest::Method::from_bytes(verb.as_bytes())
+        let method = http::Method::from_bytes(verb.as_bytes())
             .map_err(|_| AppError::Call(format!("invalid HTTP verb {verb:?}")))?;
-        let mut url = format!("{base}/{}", request.method.trim_start_matches('/'));
+        let mut path = format!("/{}", request.method.trim_start_matches('/'));
         if !request.query.is_empty() {
-            url.push('?');
-            url.push_str(&request.query);
+            path.push('?');
+            path.push_str(&request.query);
         }
         let mut headers = http::HeaderMap::new();
         for (name, value) in http_app_headers(&request.metadata) {
@@ -394,13 +404,35 @@ impl AppChannel {
         {
             headers.insert("dapr-api-token", v);
         }
-        let response = client
-            .request(method, url)
-            .headers(headers)
-            .body(request.body)
-            .send()
-            .await
-            .map_err(|e| AppError::Call(e.to_string()))?;
+        let response = match plain {
+            Some(pool) => {
+                let uri = http::Uri::try_from(path.as_str())
+                    .map_err(|e| AppError::Call(format!("invalid method {path:?}: {e}")))?;
+                let mut outgoing = http::Request::new(http_body_util::Full::new(request.body));
+                *outgoing.method_mut() = method;
+                *outgoing.uri_mut() = uri;
+                *outgoing.headers_mut() = headers;
+                pool.send(outgoing).await.map_err(AppError::Call)?
+            }
+            None => {
+                let response = client
+                    .request(method, format!("{base}{path}"))
+                    .headers(headers)
+                    .body(request.body)
+                    .send()
+                    .await
+                    .map_err(|e| AppError::Call(e.to_string()))?;
+                let mut head = http::Response::builder().status(response.status());
+                if let Some(h) = head.headers_mut() {
+                    *h = response.headers().clone();
+                }
+                let body = response
+                    .bytes()
+                    .await
+                    .map_err(|e| AppError::Call(e.to_string()))?;
+                head.body(body).map_err(|e| AppError::Call(e.to_string()))?
+            }
+        };
         let status = i32::from(response.status().as_u16());
         let mut out = AppResponse {
             status,
@@ -424,10 +456,7 @@ impl AppChannel {
                 .values
                 .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
         }
-        out.body = response
-            .bytes()
-            .await
-            .map_err(|e| AppError::Call(e.to_string()))?;
+        out.body = response.into_body();
         Ok(out)
     }
 

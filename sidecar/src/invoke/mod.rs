@@ -9,9 +9,15 @@
 //! mTLS). One multiplexed connection per peer is kept with keepalive pings (10 s, 5 s ack
 //! timeout, also when idle); calls failing with `Unavailable` or `Unauthenticated` are retried
 //! 3 times 1 s apart on a fresh connection and a fresh resolution (Dapr's built-in retries).
+//!
+//! `CallLocal(Stream)` calls go through [`client`], a gRPC caller on the `h2` crate whose
+//! calls run in the invoking task; proxied gRPC calls (any service, any stream shape) through a
+//! tonic `Channel` per peer. Plain-HTTP apps are called through [`http1`].
 
 pub mod acl;
 pub mod app;
+pub mod client;
+pub mod http1;
 pub mod mdns;
 pub mod proxy;
 pub mod resolve;
@@ -27,7 +33,7 @@ use daprs_api::SpiffeId;
 use daprs_api::proto::common::{HttpExtension, InvokeRequest, StreamPayload};
 use daprs_api::proto::internals::{
     ApiVersion, InternalInvokeRequest, InternalInvokeRequestStream, InternalInvokeResponse,
-    ListStringValue, service_invocation_client::ServiceInvocationClient,
+    InternalInvokeResponseStream, ListStringValue,
 };
 use daprs_api::tls::PeerMatcher;
 use tonic::transport::Channel;
@@ -112,6 +118,9 @@ pub struct Invoker {
     pub resolver: resolve::Resolver,
     identity: Option<Arc<Identity>>,
     metrics: Arc<Metrics>,
+    /// Connections for `CallLocal(Stream)`, by address and expected peer.
+    peers: Mutex<HashMap<String, Arc<client::Peer>>>,
+    /// Channels for proxied gRPC calls (streams of any shape), by address and expected peer.
     pool: Mutex<HashMap<String, Channel>>,
     host_ip: String,
     hostname: String,
@@ -192,6 +201,7 @@ impl Invoker {
             resolver: settings.resolver,
             identity,
             metrics,
+            peers: Mutex::new(HashMap::new()),
             pool: Mutex::new(HashMap::new()),
             host_ip,
             hostname,
@@ -282,6 +292,50 @@ impl Invoker {
         result
     }
 
+    /// The TLS client configuration for a call to `app_id` in `namespace`: our SVID, and the
+    /// callee must present `/ns/<namespace>/<app-id>` (any trust domain). `None` without mTLS.
+    fn tls_connector(
+        &self,
+        app_id: &str,
+        namespace: &str,
+    ) -> Result<Option<tokio_rustls::TlsConnector>, String> {
+        let Some(identity) = &self.identity else {
+            return Ok(None);
+        };
+        let want = SpiffeId::new(
+            daprs_api::names::DEFAULT_APP_TRUST_DOMAIN,
+            namespace,
+            app_id,
+        )
+        .map_err(|e| e.to_string())?;
+        let config = identity
+            .client_config(PeerMatcher::Path(want))
+            .map_err(|e| e.to_string())?;
+        Ok(Some(tokio_rustls::TlsConnector::from(Arc::new(config))))
+    }
+
+    /// The connection for internal calls to `app_id` at `address`, opened by its first call;
+    /// one that has ended is replaced.
+    fn peer(
+        &self,
+        address: &str,
+        app_id: &str,
+        namespace: &str,
+    ) -> Result<Arc<client::Peer>, String> {
+        let key = format!("{address}|{namespace}|{app_id}");
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(peer) = peers.get(&key).filter(|p| !p.is_closed()) {
+            return Ok(peer.clone());
+        }
+        let transport = match self.tls_connector(app_id, namespace)? {
+            Some(connector) => client::Transport::Tls(connector),
+            None => client::Transport::Plain,
+        };
+        let peer = Arc::new(client::Peer::new(address.to_owned(), transport));
+        peers.insert(key, peer.clone());
+        Ok(peer)
+    }
+
     fn channel(&self, address: &str, app_id: &str, namespace: &str) -> Result<Channel, String> {
         let key = format!("{address}|{namespace}|{app_id}");
         if let Some(ch) = self
@@ -299,20 +353,9 @@ impl Invoker {
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true);
-        let channel = match &self.identity {
+        let channel = match self.tls_connector(app_id, namespace)? {
             None => endpoint.connect_lazy(),
-            Some(identity) => {
-                // Any trust domain; the path must be /ns/<namespace>/<app-id>.
-                let want = SpiffeId::new(
-                    daprs_api::names::DEFAULT_APP_TRUST_DOMAIN,
-                    namespace,
-                    app_id,
-                )
-                .map_err(|e| e.to_string())?;
-                let config = identity
-                    .client_config(PeerMatcher::Path(want))
-                    .map_err(|e| e.to_string())?;
-                let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+            Some(connector) => {
                 endpoint.connect_with_connector_lazy(tower::service_fn(move |uri: http::Uri| {
                     let connector = connector.clone();
                     async move {
@@ -345,6 +388,10 @@ impl Invoker {
     fn drop_channel(&self, address: &str, app_id: &str, namespace: &str) {
         self.resolver.forget(app_id, namespace);
         let key = format!("{address}|{namespace}|{app_id}");
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
         self.pool
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -383,8 +430,8 @@ impl Invoker {
                 .resolve(app_id, namespace)
                 .await
                 .map_err(|e| failed(e.to_string()))?;
-            let channel = self.channel(&address, app_id, namespace).map_err(&failed)?;
-            match call_stream(channel, request.clone(), call.body.clone()).await {
+            let peer = self.peer(&address, app_id, namespace).map_err(&failed)?;
+            match call_stream(&peer, &request, &call.body).await {
                 Ok(response) => return Ok(response),
                 Err(status)
                     if matches!(
@@ -413,22 +460,18 @@ impl Invoker {
 
 /// Calls `CallLocalStream`; falls back to `CallLocal` when the peer has no streaming.
 async fn call_stream(
-    channel: Channel,
-    request: InternalInvokeRequest,
-    body: Bytes,
+    peer: &client::Peer,
+    request: &InternalInvokeRequest,
+    body: &Bytes,
 ) -> Result<AppResponse, tonic::Status> {
-    let mut client = ServiceInvocationClient::new(channel.clone())
-        .max_decoding_message_size(usize::MAX)
-        .max_encoding_message_size(usize::MAX);
     let mut messages = Vec::with_capacity(body.len() / CHUNK_BYTES + 1);
-    let mut chunks = body.chunks(CHUNK_BYTES).enumerate().peekable();
-    let first_payload = chunks.next().map(|(seq, data)| StreamPayload {
-        data: data.to_vec(),
-        seq: seq as u64,
-    });
+    let mut chunks = body.chunks(CHUNK_BYTES).enumerate();
     messages.push(InternalInvokeRequestStream {
         request: Some(request.clone()),
-        payload: first_payload,
+        payload: chunks.next().map(|(seq, data)| StreamPayload {
+            data: data.to_vec(),
+            seq: seq as u64,
+        }),
     });
     for (seq, data) in chunks {
         messages.push(InternalInvokeRequestStream {
@@ -439,50 +482,51 @@ async fn call_stream(
             }),
         });
     }
-    let response = client
-        .call_local_stream(futures::stream::iter(messages))
-        .await;
-    let mut stream = match response {
-        Ok(r) => r.into_inner(),
+    let received = match peer
+        .call(client::CALL_LOCAL_STREAM, client::frames(&messages))
+        .await
+    {
+        Ok(received) => received,
         Err(status) if status.code() == tonic::Code::Unimplemented => {
             // An older peer: the whole body in one message.
-            let mut unary = request;
+            let mut unary = request.clone();
             if let Some(m) = unary.message.as_mut() {
                 m.data = Some(prost_types::Any {
                     type_url: String::new(),
                     value: body.to_vec(),
                 });
             }
-            let response = client.call_local(unary).await?.into_inner();
+            let received = peer
+                .call(client::CALL_LOCAL, client::frames(&[unary]))
+                .await?;
+            let response = client::decode_frames::<InternalInvokeResponse>(received)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| tonic::Status::internal("the peer answered without a response"))?;
             return Ok(from_internal(response, None));
         }
         Err(status) => return Err(status),
     };
+    let mut stream = client::decode_frames::<InternalInvokeResponseStream>(received)?.into_iter();
     let first = stream
-        .message()
-        .await?
+        .next()
         .ok_or_else(|| tonic::Status::internal("the peer closed the stream without a response"))?;
     let header = first
         .response
         .ok_or_else(|| tonic::Status::internal("the first stream message has no response"))?;
     let mut body = BytesMut::new();
-    let mut next_seq = 0u64;
-    let mut take = |payload: Option<StreamPayload>| -> Result<(), tonic::Status> {
-        if let Some(p) = payload {
-            if p.seq != next_seq {
-                return Err(tonic::Status::internal(format!(
-                    "payload chunk {} arrived where {next_seq} was expected",
-                    p.seq
-                )));
-            }
-            next_seq += 1;
-            body.extend_from_slice(&p.data);
+    for (expected, payload) in std::iter::once(first.payload)
+        .chain(stream.map(|m| m.payload))
+        .flatten()
+        .enumerate()
+    {
+        if payload.seq != expected as u64 {
+            return Err(tonic::Status::internal(format!(
+                "payload chunk {} arrived where {expected} was expected",
+                payload.seq
+            )));
         }
-        Ok(())
-    };
-    take(first.payload)?;
-    while let Some(message) = stream.message().await? {
-        take(message.payload)?;
+        body.extend_from_slice(&payload.data);
     }
     Ok(from_internal(header, Some(body.freeze())))
 }
