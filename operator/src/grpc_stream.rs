@@ -17,6 +17,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use daprs_api::grpc_frame;
 use daprs_api::proto::operator::operator_server::{Operator, OperatorServer};
 use futures::future::BoxFuture;
 use http_body::Frame;
@@ -27,8 +28,6 @@ use tonic::metadata::MetadataMap;
 
 use crate::api::{EventStream, OperatorApi};
 
-/// gRPC's message prefix: the compression flag and the big-endian length.
-const PREFIX_BYTES: usize = 5;
 /// The largest request an update stream accepts (they carry a namespace, an app id, a name).
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
@@ -131,39 +130,43 @@ async fn read_request<Req: Message + Default>(body: tonic::body::Body) -> Result
         .await
         .map_err(|e| Status::invalid_argument(format!("failed to read the request: {e}")))?
         .to_bytes();
-    decode_request(&bytes)
+    decode_request(bytes)
 }
 
-fn decode_request<Req: Message + Default>(bytes: &[u8]) -> Result<Req, Status> {
-    let Some((prefix, rest)) = bytes.split_first_chunk::<PREFIX_BYTES>() else {
-        return Err(Status::invalid_argument(
-            "the request carries no message (a gRPC message starts with a 5-byte prefix)",
-        ));
+fn decode_request<Req: Message + Default>(bytes: Bytes) -> Result<Req, Status> {
+    let mut messages = match grpc_frame::split(bytes) {
+        Ok(messages) => messages,
+        Err(grpc_frame::FrameError::Compressed) => {
+            return Err(Status::unimplemented(
+                "compressed requests are not supported: send the request uncompressed",
+            ));
+        }
+        Err(error) => {
+            return Err(Status::invalid_argument(format!(
+                "{error} (one message expected)"
+            )));
+        }
     };
-    if prefix[0] != 0 {
-        return Err(Status::unimplemented(
-            "compressed requests are not supported: send the request uncompressed",
-        ));
-    }
-    let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
-    if rest.len() != len {
-        return Err(Status::invalid_argument(format!(
-            "the request's message prefix says {len} bytes but {} follow (one message expected)",
-            rest.len()
-        )));
-    }
-    Req::decode(rest).map_err(|e| Status::invalid_argument(format!("malformed request: {e}")))
+    let message = match messages.len() {
+        1 => messages.remove(0),
+        0 => {
+            return Err(Status::invalid_argument(
+                "the request carries no message (a gRPC message starts with a 5-byte prefix)",
+            ));
+        }
+        n => {
+            return Err(Status::invalid_argument(format!(
+                "the request carries {n} messages (one message expected)"
+            )));
+        }
+    };
+    Req::decode(message).map_err(|e| Status::invalid_argument(format!("malformed request: {e}")))
 }
 
 /// One event as a gRPC message: the 5-byte prefix and the message, in a buffer of exactly
 /// that size.
 fn frame<E: Message>(event: &E) -> Bytes {
-    let len = event.encoded_len();
-    let mut buf = Vec::with_capacity(PREFIX_BYTES + len);
-    buf.push(0);
-    buf.extend_from_slice(&(len as u32).to_be_bytes());
-    event.encode_raw(&mut buf);
-    Bytes::from(buf)
+    grpc_frame::encode(std::slice::from_ref(event))
 }
 
 /// The trailers that end a stream with `status` (`None`: OK).
@@ -220,6 +223,7 @@ impl<E: Message + 'static> http_body::Body for Framed<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use daprs_api::grpc_frame::PREFIX_BYTES;
     use daprs_api::proto::operator::{ComponentUpdateEvent, ComponentUpdateRequest};
 
     fn prefixed(flag: u8, message: &[u8]) -> Vec<u8> {
@@ -236,7 +240,7 @@ mod tests {
         };
         let bytes = prefixed(0, &request.encode_to_vec());
         assert_eq!(
-            decode_request::<ComponentUpdateRequest>(&bytes).unwrap(),
+            decode_request::<ComponentUpdateRequest>(Bytes::from(bytes)).unwrap(),
             request
         );
     }
@@ -267,7 +271,7 @@ mod tests {
             ),
         ];
         for (bytes, code, words) in cases {
-            let status = decode_request::<ComponentUpdateRequest>(&bytes).unwrap_err();
+            let status = decode_request::<ComponentUpdateRequest>(Bytes::from(bytes)).unwrap_err();
             assert_eq!(status.code(), code, "{status:?}");
             assert!(status.message().contains(words), "{status:?}");
         }

@@ -14,7 +14,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
+use daprs_api::grpc_frame;
 use prost::Message;
 use tonic::{Code, Status};
 
@@ -23,8 +24,6 @@ use super::{CONNECT_TIMEOUT, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 /// Path of the streaming call, and of the unary one older peers have.
 pub const CALL_LOCAL_STREAM: &str = "/dapr.proto.internals.v1.ServiceInvocation/CallLocalStream";
 pub const CALL_LOCAL: &str = "/dapr.proto.internals.v1.ServiceInvocation/CallLocal";
-/// The gRPC message prefix: a compression flag and a 32-bit big-endian length.
-const PREFIX_BYTES: usize = 5;
 /// Flow-control windows we give the peer for responses (hyper's client defaults).
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
@@ -117,7 +116,7 @@ impl Peer {
         Ok(Open { send, closed })
     }
 
-    /// Sends one call of `path` whose request is `body` (prefixed messages, see [`frames`])
+    /// Sends one call of `path` whose request is `body` (prefixed messages, see [`grpc_frame::encode`])
     /// and returns the response's messages once the call has ended with status OK.
     pub async fn call(&self, path: &'static str, body: Bytes) -> Result<Bytes, Status> {
         let send = self.sender().await?;
@@ -223,51 +222,16 @@ async fn keepalive(pings: Option<h2::PingPong>) -> String {
     }
 }
 
-/// `messages` as a gRPC request body: each one prefixed, uncompressed, in one buffer.
-pub fn frames<M: Message>(messages: &[M]) -> Bytes {
-    let len: usize = messages
-        .iter()
-        .map(|m| PREFIX_BYTES + m.encoded_len())
-        .sum();
-    let mut buf = BytesMut::with_capacity(len);
-    for message in messages {
-        buf.put_u8(0);
-        buf.put_u32(message.encoded_len() as u32);
-        message.encode_raw(&mut buf);
-    }
-    buf.freeze()
-}
-
 /// The messages of a response body, decoded in order.
-pub fn decode_frames<M: Message + Default>(mut body: Bytes) -> Result<Vec<M>, Status> {
-    let mut messages = Vec::new();
-    while body.has_remaining() {
-        if body.len() < PREFIX_BYTES {
-            return Err(Status::internal(format!(
-                "the response ends inside a message prefix ({} bytes left)",
-                body.len()
-            )));
-        }
-        let compressed = body.get_u8();
-        let len = body.get_u32() as usize;
-        if compressed != 0 {
-            return Err(Status::internal(
-                "the peer sent a compressed message, which was not asked for",
-            ));
-        }
-        if body.len() < len {
-            return Err(Status::internal(format!(
-                "a response message of {len} bytes is cut short at {}",
-                body.len()
-            )));
-        }
-        let message = body.split_to(len);
-        messages.push(
+pub fn decode_frames<M: Message + Default>(body: Bytes) -> Result<Vec<M>, Status> {
+    grpc_frame::split(body)
+        .map_err(|e| Status::internal(format!("the peer's response: {e}")))?
+        .into_iter()
+        .map(|message| {
             M::decode(message)
-                .map_err(|e| Status::internal(format!("malformed response message: {e}")))?,
-        );
-    }
-    Ok(messages)
+                .map_err(|e| Status::internal(format!("malformed response message: {e}")))
+        })
+        .collect()
 }
 
 /// The gRPC code for an HTTP status other than 200 (gRPC's HTTP-to-gRPC status mapping).
@@ -305,40 +269,19 @@ mod tests {
     use super::*;
     use daprs_api::proto::common::StreamPayload;
 
-    fn payload(seq: u64, data: &[u8]) -> StreamPayload {
-        StreamPayload {
-            data: data.to_vec(),
-            seq,
-        }
-    }
-
-    #[test]
-    fn frames_round_trip_in_order() {
-        let sent = vec![payload(0, b"abc"), payload(1, b""), payload(2, &[7; 3000])];
-        let body = frames(&sent);
-        assert_eq!(body[0], 0, "uncompressed flag");
-        assert_eq!(
-            u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize,
-            sent[0].encoded_len()
-        );
-        let received: Vec<StreamPayload> = decode_frames(body).unwrap();
-        assert_eq!(received, sent);
-    }
-
     #[test]
     fn bad_response_bodies_are_named() {
-        let body = frames(&[payload(0, b"abc")]);
+        let body = grpc_frame::encode(&[StreamPayload {
+            data: b"abc".to_vec(),
+            seq: 0,
+        }]);
         let cut = decode_frames::<StreamPayload>(body.slice(..body.len() - 1)).unwrap_err();
-        assert!(cut.message().contains("cut short"), "{cut:?}");
-        let prefix = decode_frames::<StreamPayload>(body.slice(..3)).unwrap_err();
-        assert!(prefix.message().contains("prefix"), "{prefix:?}");
-        let mut compressed = BytesMut::from(&body[..]);
-        compressed[0] = 1;
-        let compressed = decode_frames::<StreamPayload>(compressed.freeze()).unwrap_err();
-        assert!(
-            compressed.message().contains("compressed"),
-            "{compressed:?}"
-        );
+        assert!(cut.message().contains("bytes but"), "{cut:?}");
+        let garbage = grpc_frame::encode(&[StreamPayload::default()]);
+        let mut garbage = BytesMut::from(&garbage[..]);
+        garbage.extend_from_slice(&[0, 0, 0, 0, 2, 0xff, 0xff]);
+        let malformed = decode_frames::<StreamPayload>(garbage.freeze()).unwrap_err();
+        assert!(malformed.message().contains("malformed"), "{malformed:?}");
         assert!(
             decode_frames::<StreamPayload>(Bytes::new())
                 .unwrap()

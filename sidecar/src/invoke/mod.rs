@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use daprs_api::SpiffeId;
+use daprs_api::grpc_frame;
 use daprs_api::proto::common::{HttpExtension, InvokeRequest, StreamPayload};
 use daprs_api::proto::internals::{
     ApiVersion, InternalInvokeRequest, InternalInvokeRequestStream, InternalInvokeResponse,
@@ -322,7 +323,7 @@ impl Invoker {
         app_id: &str,
         namespace: &str,
     ) -> Result<Arc<client::Peer>, String> {
-        let key = format!("{address}|{namespace}|{app_id}");
+        let key = pool_key(address, app_id, namespace);
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(peer) = peers.get(&key).filter(|p| !p.is_closed()) {
             return Ok(peer.clone());
@@ -337,7 +338,7 @@ impl Invoker {
     }
 
     fn channel(&self, address: &str, app_id: &str, namespace: &str) -> Result<Channel, String> {
-        let key = format!("{address}|{namespace}|{app_id}");
+        let key = pool_key(address, app_id, namespace);
         if let Some(ch) = self
             .pool
             .lock()
@@ -387,7 +388,7 @@ impl Invoker {
 
     fn drop_channel(&self, address: &str, app_id: &str, namespace: &str) {
         self.resolver.forget(app_id, namespace);
-        let key = format!("{address}|{namespace}|{app_id}");
+        let key = pool_key(address, app_id, namespace);
         self.peers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -458,6 +459,12 @@ impl Invoker {
     }
 }
 
+/// The key of a peer's connection and channel: the same address may serve several app ids
+/// (each checked for its own SPIFFE id).
+fn pool_key(address: &str, app_id: &str, namespace: &str) -> String {
+    format!("{address}|{namespace}|{app_id}")
+}
+
 /// Calls `CallLocalStream`; falls back to `CallLocal` when the peer has no streaming.
 async fn call_stream(
     peer: &client::Peer,
@@ -483,7 +490,7 @@ async fn call_stream(
         });
     }
     let received = match peer
-        .call(client::CALL_LOCAL_STREAM, client::frames(&messages))
+        .call(client::CALL_LOCAL_STREAM, grpc_frame::encode(&messages))
         .await
     {
         Ok(received) => received,
@@ -497,7 +504,7 @@ async fn call_stream(
                 });
             }
             let received = peer
-                .call(client::CALL_LOCAL, client::frames(&[unary]))
+                .call(client::CALL_LOCAL, grpc_frame::encode(&[unary]))
                 .await?;
             let response = client::decode_frames::<InternalInvokeResponse>(received)?
                 .into_iter()
