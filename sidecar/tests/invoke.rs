@@ -2,7 +2,8 @@
 //! (in-process, 2 s certificate lifetime so renewals happen during the test): both directions
 //! over mutual TLS with headers checked in the receiving app, a sidecar holding another app's
 //! certificate refused by the caller's SPIFFE check, an ACL that denies a path with 403, and
-//! renewals without a failed request.
+//! renewals without a failed request. alpha runs on one thread (the default), beta on two and
+//! gamma on one per core (`--worker-threads`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/echo.rs"]
@@ -51,6 +52,7 @@ fn daprd(
     sentry: &Sentry,
     registry: &Path,
     config: Option<&Path>,
+    worker_threads: Option<&str>,
 ) -> Daprd {
     let (http, grpc, metrics, internal) = (free_port(), free_port(), free_port(), free_port());
     let mut command = Command::new(DAPRD);
@@ -74,6 +76,9 @@ fn daprd(
         .stderr(Stdio::null());
     if let Some(config) = config {
         command.arg("--config").arg(config);
+    }
+    if let Some(threads) = worker_threads {
+        command.args(["--worker-threads", threads]);
     }
     Daprd {
         child: command.spawn().unwrap(),
@@ -136,9 +141,23 @@ async fn two_sidecars_invoke_each_other_over_mutual_tls() {
         echo_app("beta").await,
         echo_app("gamma").await,
     );
-    let alpha = daprd("alpha", alpha_app, &sentry, registry.path(), None);
-    let beta = daprd("beta", beta_app, &sentry, registry.path(), Some(&acl));
-    let gamma = daprd("gamma", gamma_app, &sentry, registry.path(), None);
+    let alpha = daprd("alpha", alpha_app, &sentry, registry.path(), None, None);
+    let beta = daprd(
+        "beta",
+        beta_app,
+        &sentry,
+        registry.path(),
+        Some(&acl),
+        Some("2"),
+    );
+    let gamma = daprd(
+        "gamma",
+        gamma_app,
+        &sentry,
+        registry.path(),
+        None,
+        Some("0"),
+    );
     for d in [&alpha, &beta, &gamma] {
         ready(d).await;
     }

@@ -204,6 +204,16 @@ fn bad_flags_exit_64_with_one_line() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--app-port"));
+    let out = Command::new(DAPRD)
+        .env("DAPRS_WORKER_THREADS", "many")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("--worker-threads") && stderr.contains("many"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
