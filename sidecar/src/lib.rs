@@ -521,7 +521,10 @@ async fn serve_internal(
     match &rt.identity {
         Some(identity) => {
             let config = Arc::new(identity.server_config()?);
-            let incoming = daprs_api::tls::tls_incoming(listener, config);
+            let incoming = tokio_stream::StreamExt::map(
+                daprs_api::tls::tls_incoming(listener, config),
+                |accepted| accepted.map(invoke::coalesce::Coalesce::new),
+            );
             servers.spawn(async move {
                 let result = builder
                     .layer(drain::Layer(in_flight))
@@ -536,7 +539,10 @@ async fn serve_internal(
         }
         None => {
             servers.spawn(async move {
-                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                let incoming = tokio_stream::StreamExt::map(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    |accepted| accepted.map(invoke::coalesce::Coalesce::new),
+                );
                 let result = builder
                     .layer(drain::Layer(in_flight))
                     .layer(proxy)

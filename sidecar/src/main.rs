@@ -64,7 +64,10 @@ mod tests {
         assert_eq!(two.handle().runtime_flavor(), RuntimeFlavor::MultiThread);
         assert_eq!(two.metrics().num_workers(), 2);
         let per_core = super::runtime(0).unwrap();
-        assert_eq!(per_core.handle().runtime_flavor(), RuntimeFlavor::MultiThread);
+        assert_eq!(
+            per_core.handle().runtime_flavor(),
+            RuntimeFlavor::MultiThread
+        );
         assert!(per_core.metrics().num_workers() >= 1);
     }
 }

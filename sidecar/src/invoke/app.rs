@@ -82,12 +82,13 @@ pub fn canonical_header(name: &str) -> String {
 
 /// True for a hop-by-hop header, including those named by `Connection`.
 pub fn is_hop_by_hop(name: &str, connection_listed: &[String]) -> bool {
-    let name = name.to_ascii_lowercase();
-    HOP_BY_HOP.contains(&name.as_str())
-        || name.starts_with("proxy-")
+    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+        || name
+            .get(..6)
+            .is_some_and(|p| p.eq_ignore_ascii_case("proxy-"))
         || connection_listed
             .iter()
-            .any(|c| c.eq_ignore_ascii_case(&name))
+            .any(|c| c.eq_ignore_ascii_case(name))
 }
 
 /// The header names listed in `Connection`.
@@ -800,6 +801,31 @@ pub fn grpc_app_metadata(md: &Md) -> Vec<(String, MdValue)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_in_any_case() {
+        let listed = vec!["x-private".to_owned()];
+        for name in [
+            "Connection",
+            "te",
+            "TRANSFER-ENCODING",
+            "Proxy-Foo",
+            "x-private",
+            "X-Private",
+        ] {
+            assert!(is_hop_by_hop(name, &listed), "{name}");
+        }
+        for name in [
+            "content-type",
+            "x-custom",
+            "prox",
+            "proxy",
+            "traceparent",
+            "ü-x",
+        ] {
+            assert!(!is_hop_by_hop(name, &listed), "{name}");
+        }
+    }
 
     fn md(pairs: &[(&str, &str)]) -> Md {
         let mut m = Md::new();

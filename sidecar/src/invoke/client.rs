@@ -181,7 +181,7 @@ where
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .enable_push(false)
-        .handshake::<_, Bytes>(io)
+        .handshake::<_, Bytes>(super::coalesce::Coalesce::new(io))
         .await
         .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
     let pings = connection.ping_pong();

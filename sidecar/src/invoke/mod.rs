@@ -17,6 +17,7 @@
 pub mod acl;
 pub mod app;
 pub mod client;
+pub mod coalesce;
 pub mod http1;
 pub mod mdns;
 pub mod proxy;
@@ -410,7 +411,7 @@ impl Invoker {
             app_id: app_id.to_owned(),
             error,
         };
-        let request = InternalInvokeRequest {
+        let mut request = InternalInvokeRequest {
             ver: ApiVersion::V1 as i32,
             metadata: call.metadata,
             message: Some(InvokeRequest {
@@ -424,6 +425,7 @@ impl Invoker {
             }),
             actor: None,
         };
+        let encoded = stream_request(&mut request, &call.body);
         let mut attempt = 0;
         loop {
             let address = self
@@ -432,7 +434,7 @@ impl Invoker {
                 .await
                 .map_err(|e| failed(e.to_string()))?;
             let peer = self.peer(&address, app_id, namespace).map_err(&failed)?;
-            match call_stream(&peer, &request, &call.body).await {
+            match call_stream(&peer, &request, &encoded, &call.body).await {
                 Ok(response) => return Ok(response),
                 Err(status)
                     if matches!(
@@ -465,16 +467,14 @@ fn pool_key(address: &str, app_id: &str, namespace: &str) -> String {
     format!("{address}|{namespace}|{app_id}")
 }
 
-/// Calls `CallLocalStream`; falls back to `CallLocal` when the peer has no streaming.
-async fn call_stream(
-    peer: &client::Peer,
-    request: &InternalInvokeRequest,
-    body: &Bytes,
-) -> Result<AppResponse, tonic::Status> {
+/// A `CallLocalStream` request body: `request` and the first chunk of `body` in the first
+/// message, the other chunks after it. Encoded once per invocation, whatever the retries;
+/// `request` is moved into the message and back out, not copied.
+fn stream_request(request: &mut InternalInvokeRequest, body: &Bytes) -> Bytes {
     let mut messages = Vec::with_capacity(body.len() / CHUNK_BYTES + 1);
     let mut chunks = body.chunks(CHUNK_BYTES).enumerate();
     messages.push(InternalInvokeRequestStream {
-        request: Some(request.clone()),
+        request: Some(std::mem::take(request)),
         payload: chunks.next().map(|(seq, data)| StreamPayload {
             data: data.to_vec(),
             seq: seq as u64,
@@ -489,10 +489,20 @@ async fn call_stream(
             }),
         });
     }
-    let received = match peer
-        .call(client::CALL_LOCAL_STREAM, grpc_frame::encode(&messages))
-        .await
-    {
+    let encoded = grpc_frame::encode(&messages);
+    *request = messages.swap_remove(0).request.unwrap_or_default();
+    encoded
+}
+
+/// Calls `CallLocalStream` with `encoded` (from [`stream_request`]); falls back to `CallLocal`
+/// when the peer has no streaming.
+async fn call_stream(
+    peer: &client::Peer,
+    request: &InternalInvokeRequest,
+    encoded: &Bytes,
+    body: &Bytes,
+) -> Result<AppResponse, tonic::Status> {
+    let received = match peer.call(client::CALL_LOCAL_STREAM, encoded.clone()).await {
         Ok(received) => received,
         Err(status) if status.code() == tonic::Code::Unimplemented => {
             // An older peer: the whole body in one message.
@@ -609,6 +619,35 @@ mod tests {
         assert_eq!(normalize_method("../../x").unwrap(), "x");
         assert!(normalize_method("a#b").is_err());
         assert!(normalize_method("a\u{0}b").is_err());
+    }
+
+    #[test]
+    fn a_stream_request_is_encoded_and_the_request_kept() {
+        let mut request = InternalInvokeRequest {
+            ver: ApiVersion::V1 as i32,
+            message: Some(InvokeRequest {
+                method: "orders".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let original = request.clone();
+        let body = Bytes::from(vec![9u8; CHUNK_BYTES + 10]);
+        let encoded = stream_request(&mut request, &body);
+        assert_eq!(
+            request, original,
+            "the request is back for a CallLocal fallback"
+        );
+        let messages = client::decode_frames::<InternalInvokeRequestStream>(encoded).unwrap();
+        assert_eq!(messages.len(), 2);
+        assert_eq!(messages[0].request.as_ref(), Some(&original));
+        assert!(messages[1].request.is_none());
+        let payloads: Vec<_> = messages
+            .iter()
+            .map(|m| m.payload.clone().unwrap())
+            .collect();
+        assert_eq!((payloads[0].seq, payloads[0].data.len()), (0, CHUNK_BYTES));
+        assert_eq!((payloads[1].seq, payloads[1].data.len()), (1, 10));
     }
 
     #[test]
