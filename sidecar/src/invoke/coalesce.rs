@@ -18,6 +18,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// would go past it sends the buffer first; one larger than it is passed straight through.
 const LIMIT: usize = 16 * 1024;
 
+/// A buffer up to this size is kept for the next writes; a larger one is freed once sent, so
+/// an idle connection holds little memory after a burst.
+const KEEP: usize = 4 * 1024;
+
 /// A connection whose writes are held until a flush, and whose first flush after a write
 /// waits one turn of the scheduler (see the module docs).
 #[derive(Debug)]
@@ -54,7 +58,7 @@ impl<T: AsyncWrite + Unpin> Coalesce<T> {
         self.buffer.clear();
         self.written = 0;
         self.deferred = false;
-        if self.buffer.capacity() > LIMIT {
+        if self.buffer.capacity() > KEEP {
             self.buffer = Vec::new();
         }
         Poll::Ready(Ok(()))
@@ -221,6 +225,20 @@ mod tests {
         // With nothing buffered a flush does not wait.
         assert!(Pin::new(&mut conn).poll_flush(&mut cx).is_ready());
         assert_eq!(writes.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_small_buffer_is_kept_and_a_large_one_freed_once_sent() {
+        let (mut conn, mut peer, _) = pair();
+        conn.write_all(&[1u8; 1000]).await.unwrap();
+        conn.flush().await.unwrap();
+        assert!(conn.buffer.is_empty() && conn.buffer.capacity() >= 1000);
+        conn.write_all(&vec![2u8; KEEP + 1]).await.unwrap();
+        conn.flush().await.unwrap();
+        assert_eq!(conn.buffer.capacity(), 0);
+        let mut got = vec![0u8; 1000 + KEEP + 1];
+        peer.read_exact(&mut got).await.unwrap();
+        assert!(got[..1000].iter().all(|b| *b == 1) && got[1000..].iter().all(|b| *b == 2));
     }
 
     #[tokio::test]
