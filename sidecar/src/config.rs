@@ -165,7 +165,7 @@ pub struct Args {
     pub registry_dir: Option<PathBuf>,
     /// Threads that run daprd's work (daprs). 1, the default, runs it all on one thread, which
     /// costs the least CPU and latency per request (no hand-overs between threads) and serves
-    /// well over 10,000 invocations/s; more spread the work over that many threads, for a
+    /// tens of thousands of requests/s; more spread the work over that many threads, for a
     /// sidecar that needs more than one core; 0 means one per CPU core.
     #[arg(
         long = "worker-threads",
