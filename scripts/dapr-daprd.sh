@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Builds a real Dapr daprd (github.com/dapr/dapr, the version pinned below) from its published
-# Go module, for the interoperability test (sidecar/tests/dapr_interop.rs), into
-# ${DAPRS_CACHE_DIR:-~/.cache/daprs}/dapr-daprd-<version>/daprd.
+# Go module, for the interoperability tests (sidecar/tests/dapr_interop.rs and
+# kubernetes.rs), into ${DAPRS_CACHE_DIR:-~/.cache/daprs}/dapr-daprd-<version>-<set>/daprd.
 #
 # Dapr's daprd needs the build tag 'stablecomponents' or 'allcomponents', which compile in every
-# component of components-contrib (cloud SDKs and all). The test needs only the name resolvers,
-# so the module's source is copied to a work directory and the file that is compiled when no
-# such tag is set (it only panics with advice) is replaced by our own registration of the mDNS
-# and SQLite name resolvers. Everything else is Dapr's code at that version, built with Dapr's
+# component of components-contrib (cloud SDKs and all). The tests need only a few, so the
+# module's source is copied to a work directory and the file that is compiled when no such tag
+# is set (it only panics with advice) is replaced by our own registration of the mDNS, SQLite
+# and Kubernetes name resolvers and the in-memory state store (COMPONENT_SET names this set:
+# change it with the set, so a cached binary with another set is not used). Everything else is Dapr's code at that version, built with Dapr's
 # own go.mod and go.sum (so its replace directives apply; 'go install' refuses modules with
 # replace directives).
 #
@@ -24,6 +25,7 @@ set -euo pipefail
 
 # The Dapr release the interop test runs against (the one place it is pinned).
 DAPR_VERSION=v1.16.0
+COMPONENT_SET=nr-state-memory
 
 log() { printf 'dapr-daprd: %s\n' "$*" >&2; }
 die() {
@@ -34,7 +36,7 @@ die() {
 }
 
 cache_root=${DAPRS_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/daprs}
-out_dir=$cache_root/dapr-daprd-$DAPR_VERSION
+out_dir=$cache_root/dapr-daprd-$DAPR_VERSION-$COMPONENT_SET
 bin=$out_dir/daprd
 
 if [[ -x $bin ]]; then
@@ -102,18 +104,24 @@ grep -q 'must use either' "$notag" 2>/dev/null ||
 cat >"$notag" <<'EOF'
 package components
 
-// Written by daprs' scripts/dapr-daprd.sh: this daprd, built for an interoperability test,
-// has only the name resolvers (mDNS, SQLite) among the components.
+// Written by daprs' scripts/dapr-daprd.sh: this daprd, built for interoperability tests,
+// has only the name resolvers (mDNS, SQLite, Kubernetes) and the in-memory state store among
+// the components.
 
 import (
+	"github.com/dapr/components-contrib/nameresolution/kubernetes"
 	"github.com/dapr/components-contrib/nameresolution/mdns"
 	"github.com/dapr/components-contrib/nameresolution/sqlite"
+	inmemory "github.com/dapr/components-contrib/state/in-memory"
 	nr "github.com/dapr/dapr/pkg/components/nameresolution"
+	state "github.com/dapr/dapr/pkg/components/state"
 )
 
 func init() {
 	nr.DefaultRegistry.RegisterComponent(mdns.NewResolver, "mdns")
 	nr.DefaultRegistry.RegisterComponent(sqlite.NewResolver, "sqlite")
+	nr.DefaultRegistry.RegisterComponent(kubernetes.NewResolver, "kubernetes")
+	state.DefaultRegistry.RegisterComponent(inmemory.NewInMemoryStateStore, "in-memory")
 }
 EOF
 

@@ -14,6 +14,8 @@
 //! machine that a peer on the link would not also see from Dapr).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/dapr.rs"]
+mod dapr_binary;
 #[path = "support/echo.rs"]
 mod echo;
 mod support;
@@ -25,32 +27,13 @@ use std::time::{Duration, Instant};
 
 use dapr::dapr::proto::common::v1 as common;
 use dapr::dapr::proto::runtime::v1 as pb;
+use dapr_binary::dapr_daprd;
 use echo::{Seen, echo_app};
 use serde_json::{Value, json};
 use support::Sentry;
 
 const DAPRD: &str = env!("CARGO_BIN_EXE_daprd");
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-
-/// The real Dapr daprd: `DAPRS_DAPR_DAPRD`, else built (or found in the cache) by the script.
-fn dapr_daprd() -> PathBuf {
-    if let Some(path) = std::env::var_os("DAPRS_DAPR_DAPRD").filter(|p| !p.is_empty()) {
-        return PathBuf::from(path);
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/dapr-daprd.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{} failed; it builds Dapr's daprd from the Go module proxy (see its output above)",
-        script.display()
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    PathBuf::from(stdout.lines().last().unwrap().trim())
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -3,7 +3,8 @@
 //! Configuration and components from the operator over mutual TLS, decodes inlined secrets,
 //! swaps a changed component in without a restart (a broken change keeps the old one),
 //! removes a deleted one, reports each result to the operator's status RPC, and after the
-//! operator restarts lists again, so a component deleted while it was away goes too.
+//! operator restarts lists again, so a component deleted while it was away goes too. Dapr's own
+//! daprd (built by `scripts/dapr-daprd.sh`) is served by the same operator and sentry.
 //!
 //! The operator's resources come from its hubs fed directly by the test (what its Kubernetes
 //! watches do in a cluster); `e2e/tests/daprd_kubernetes.rs` runs the same path on a real API
@@ -11,8 +12,12 @@
 //! reason.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/dapr.rs"]
+mod dapr_binary;
+
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -303,13 +308,24 @@ impl Drop for Daprd {
 
 impl Daprd {
     fn start(cp: &ControlPlane, config: &str) -> Self {
+        Self::start_binary(Path::new(DAPRD), cp, config)
+    }
+
+    /// `binary` (ours, or Dapr's own daprd) in Kubernetes mode against `cp`.
+    fn start_binary(binary: &Path, cp: &ControlPlane, config: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("daprd.log");
         let out = std::fs::File::create(&log).unwrap();
         let http = free_port();
-        let mut command = Command::new(DAPRD);
+        let mut command = Command::new(binary);
         if !config.is_empty() {
             command.args(["--config", config]);
+        }
+        let ours = binary == Path::new(DAPRD);
+        if !ours {
+            // Dapr's daprd: no cluster here for its built-in Kubernetes secret store. It finds
+            // no token file either, and asks sentry without a token, as ours does.
+            command.arg("--disable-builtin-k8s-secret-store");
         }
         let child = command
             .args(["--mode", "kubernetes", "--app-id", APP])
@@ -328,7 +344,9 @@ impl Daprd {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("NAMESPACE", NS)
             .env("DAPR_TRUST_ANCHORS", cp.anchors_pem())
-            .env("DAPR_SENTRY_TOKEN_FILE", dir.path().join("no-token"))
+            .envs(ours.then(|| ("DAPR_SENTRY_TOKEN_FILE", dir.path().join("no-token"))))
+            // Dapr's daprd refuses to run in Kubernetes mode as any user but its image's.
+            .envs((!ours).then_some(("DAPR_UNSAFE_SKIP_CONTAINER_UID_GID_CHECK", "true")))
             .env("RUST_LOG", "info")
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -640,4 +658,63 @@ async fn a_missing_configuration_or_broken_component_stops_start_up_with_the_rea
     );
     assert!(report.message.contains("redisHost"), "{report:?}");
     cp.stop_operator().await;
+}
+
+/// Dapr's own daprd (v1.16, a Go gRPC client) in Kubernetes mode against our operator and
+/// sentry: it gets its certificate, its Configuration (which turns on Dapr's HotReload) and its
+/// components, serves state from one, and follows the `ComponentUpdate` stream: a component
+/// added while it runs is loaded, a deleted one closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dapr_daprd_gets_its_components_from_our_operator() {
+    let dapr = dapr_binary::dapr_daprd();
+    let cp = ControlPlane::start().await;
+    cp.hubs.configurations.apply(json!({
+        "apiVersion": "dapr.io/v1alpha1", "kind": "Configuration",
+        "metadata": {"name": "appconfig", "namespace": NS, "resourceVersion": "1"},
+        // Dapr 1.16 follows component changes only with this preview feature on.
+        "spec": {"features": [{"name": "HotReload", "enabled": true}]}
+    }));
+    cp.hubs
+        .components
+        .apply(component("statestore", 1, in_memory(), &[]));
+    cp.hubs
+        .components
+        .apply(component("billing-only", 1, in_memory(), &["billing"]));
+
+    let mut daprd = Daprd::start_binary(&dapr, &cp, "appconfig");
+    daprd.ready().await;
+    let types = |list: Vec<(String, String)>| -> Vec<String> {
+        list.into_iter()
+            .map(|(name, kind)| format!("{name}={kind}"))
+            .collect()
+    };
+    assert_eq!(
+        types(daprd.components().await),
+        ["statestore=state.in-memory"],
+        "in scope only:\n{}",
+        daprd.logs()
+    );
+    assert_eq!(daprd.save("statestore", "k1", "one").await, 204);
+    assert_eq!(daprd.get("statestore", "k1").await.1, "\"one\"");
+
+    cp.hubs
+        .components
+        .apply(component("cache", 1, in_memory(), &[]));
+    eventually(20, "the added component in Dapr's daprd", || async {
+        let list = types(daprd.components().await);
+        (list == ["cache=state.in-memory", "statestore=state.in-memory"]).then_some(())
+    })
+    .await;
+    assert_eq!(daprd.save("cache", "k2", "two").await, 204);
+    assert_eq!(daprd.get("cache", "k2").await.1, "\"two\"");
+
+    cp.hubs
+        .components
+        .delete(component("statestore", 2, in_memory(), &[]));
+    eventually(
+        20,
+        "the deleted component gone from Dapr's daprd",
+        || async { (types(daprd.components().await) == ["cache=state.in-memory"]).then_some(()) },
+    )
+    .await;
 }
