@@ -36,8 +36,8 @@ fn main() {
 }
 
 /// One thread by default: a sidecar's work is small pieces of I/O, and on one thread a request
-/// is never handed between threads, which on a 2-core machine took a third off the CPU per
-/// invocation and brought the added p90 under 0.4 ms (docs/performance.md). `threads` > 1 runs
+/// is never handed between threads, which on a 2-core machine took about a fifth off the CPU
+/// per invocation and helped bring the added p90 under 0.4 ms (docs/performance.md). `threads` > 1 runs
 /// tokio's work-stealing runtime with that many workers, 0 with one per core.
 fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = if threads == 1 {
