@@ -539,9 +539,15 @@ async fn serve_internal(
         }
         None => {
             servers.spawn(async move {
+                // tonic sets TCP_NODELAY only on connections it accepts itself.
                 let incoming = tokio_stream::StreamExt::map(
                     tokio_stream::wrappers::TcpListenerStream::new(listener),
-                    |accepted| accepted.map(invoke::coalesce::Coalesce::new),
+                    |accepted| {
+                        accepted.map(|tcp| {
+                            let _ = tcp.set_nodelay(true);
+                            invoke::coalesce::Coalesce::new(tcp)
+                        })
+                    },
                 );
                 let result = builder
                     .layer(drain::Layer(in_flight))
