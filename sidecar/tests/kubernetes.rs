@@ -265,6 +265,22 @@ impl ControlPlane {
         self.operator = Some((shutdown, task));
     }
 
+    /// The Configuration `appconfig` with `spec`, the component `statestore` for every app and
+    /// `billing-only` scoped to another app.
+    fn configure(&self, spec: Value) {
+        self.hubs.configurations.apply(json!({
+            "apiVersion": "dapr.io/v1alpha1", "kind": "Configuration",
+            "metadata": {"name": "appconfig", "namespace": NS, "resourceVersion": "1"},
+            "spec": spec
+        }));
+        self.hubs
+            .components
+            .apply(component("statestore", 1, in_memory(), &[]));
+        self.hubs
+            .components
+            .apply(component("billing-only", 1, in_memory(), &["billing"]));
+    }
+
     async fn stop_operator(&mut self) {
         let (shutdown, task) = self.operator.take().unwrap();
         shutdown.send(true).unwrap();
@@ -443,17 +459,9 @@ fn redis_has(port: u16, key: &str) -> bool {
 async fn components_come_from_the_operator_and_follow_its_changes() {
     let redis = redis();
     let mut cp = ControlPlane::start().await;
-    cp.hubs.configurations.apply(json!({
-        "apiVersion": "dapr.io/v1alpha1", "kind": "Configuration",
-        "metadata": {"name": "appconfig", "namespace": NS, "resourceVersion": "1"},
-        "spec": {"secrets": {"scopes": [{"storeName": "kubernetes", "defaultAccess": "deny"}]}}
-    }));
-    cp.hubs
-        .components
-        .apply(component("statestore", 1, in_memory(), &[]));
-    cp.hubs
-        .components
-        .apply(component("billing-only", 1, in_memory(), &["billing"]));
+    cp.configure(
+        json!({"secrets": {"scopes": [{"storeName": "kubernetes", "defaultAccess": "deny"}]}}),
+    );
     cp.hubs.subscriptions.apply(json!({
         "apiVersion": "dapr.io/v2alpha1", "kind": "Subscription",
         "metadata": {"name": "orders-sub", "namespace": NS, "resourceVersion": "1"},
@@ -668,18 +676,8 @@ async fn a_missing_configuration_or_broken_component_stops_start_up_with_the_rea
 async fn dapr_daprd_gets_its_components_from_our_operator() {
     let dapr = dapr_binary::dapr_daprd();
     let cp = ControlPlane::start().await;
-    cp.hubs.configurations.apply(json!({
-        "apiVersion": "dapr.io/v1alpha1", "kind": "Configuration",
-        "metadata": {"name": "appconfig", "namespace": NS, "resourceVersion": "1"},
-        // Dapr 1.16 follows component changes only with this preview feature on.
-        "spec": {"features": [{"name": "HotReload", "enabled": true}]}
-    }));
-    cp.hubs
-        .components
-        .apply(component("statestore", 1, in_memory(), &[]));
-    cp.hubs
-        .components
-        .apply(component("billing-only", 1, in_memory(), &["billing"]));
+    // Dapr 1.16 follows component changes only with this preview feature on.
+    cp.configure(json!({"features": [{"name": "HotReload", "enabled": true}]}));
 
     let mut daprd = Daprd::start_binary(&dapr, &cp, "appconfig");
     daprd.ready().await;
