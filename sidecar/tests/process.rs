@@ -64,17 +64,45 @@ fn spawn(resources: &Path, token: Option<&str>, extra: &[&str]) -> Daprd {
     }
 }
 
-async fn ready(d: &Daprd) {
+/// Waits for `/v1.0/healthz` 204; the logs of a daprd that exited first, or was killed after
+/// 20 s without becoming ready, are the error.
+async fn try_ready(d: &mut Daprd) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{}/v1.0/healthz", d.http)).await
             && r.status() == 204
         {
-            return;
+            return Ok(());
         }
-        assert!(Instant::now() < deadline, "daprd did not become ready");
+        let exited = d.child.try_wait().unwrap();
+        if exited.is_none() && Instant::now() >= deadline {
+            let _ = d.child.kill();
+            let _ = d.child.wait();
+        }
+        if exited.is_some() || Instant::now() >= deadline {
+            let mut logs = format!("exit: {exited:?}\n");
+            if let Some(mut out) = d.child.stdout.take() {
+                let _ = out.read_to_string(&mut logs);
+            }
+            return Err(logs);
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// [`spawn`], then [`try_ready`]; any failure but a taken port fails the test with the logs.
+/// `free_port` only finds ports that were free a moment ago: a daprd that exits because one
+/// was taken since is started again on new ones.
+async fn spawn_ready(resources: &Path, token: Option<&str>, extra: &[&str]) -> Daprd {
+    for _ in 0..3 {
+        let mut d = spawn(resources, token, extra);
+        match try_ready(&mut d).await {
+            Ok(()) => return d,
+            Err(logs) if logs.contains("failed to listen") => continue,
+            Err(logs) => panic!("daprd did not become ready:\n{logs}"),
+        }
+    }
+    panic!("three daprd in a row found one of their ports taken");
 }
 
 fn wait_exit(d: &mut Daprd) -> std::process::ExitStatus {
@@ -92,7 +120,7 @@ fn wait_exit(d: &mut Daprd) -> std::process::ExitStatus {
 async fn token_public_port_unsupported_flags_and_shutdown_api() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("s.yaml"), STORE).unwrap();
-    let mut d = spawn(
+    let mut d = spawn_ready(
         dir.path(),
         Some("s3cr3t"),
         &[
@@ -101,8 +129,8 @@ async fn token_public_port_unsupported_flags_and_shutdown_api() {
             "--allowed-origins",
             "*",
         ],
-    );
-    ready(&d).await;
+    )
+    .await;
     let http = reqwest::Client::new();
     let state = format!("http://127.0.0.1:{}/v1.0/state/statestore/k", d.http);
     let r = http.get(&state).send().await.unwrap();
@@ -245,8 +273,7 @@ async fn broken_components_stop_start_up_unless_ignore_errors() {
     )
     .unwrap();
     std::fs::write(dir.path().join("s.yaml"), STORE).unwrap();
-    let d = spawn(dir.path(), None, &[]);
-    ready(&d).await;
+    let d = spawn_ready(dir.path(), None, &[]).await;
     let meta: serde_json::Value =
         reqwest::get(format!("http://127.0.0.1:{}/v1.0/metadata", d.http))
             .await
