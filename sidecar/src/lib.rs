@@ -35,7 +35,6 @@ use std::time::{Duration, Instant};
 use axum::ServiceExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use tower::Layer;
 
 use crate::components::ComponentError;
 use crate::components::manifest::{Scope, load_components, load_configuration};
@@ -309,8 +308,7 @@ pub async fn start(args: Args) -> Result<Running, Error> {
             addr,
             source,
         })?);
-        let app =
-            tower::util::MapRequestLayer::new(http::clean_path).layer(http::router(rt.clone()));
+        let app = http::service(rt.clone());
         let stop = rt.clone();
         servers.spawn(async move {
             let result = axum::serve(listener, app.into_make_service())

@@ -14,7 +14,11 @@ pub const LATENCY_BUCKETS_MS: [f64; 34] = [
     10000.0, 20000.0, 50000.0, 100000.0,
 ];
 
-type Labels = Vec<(&'static str, String)>;
+/// A series' labels as the exposition prints them, `{app_id="a",method="GET"}`: the key of
+/// its value. Updating a series builds its key in a buffer kept for the purpose and looks it
+/// up by `&str`, so only a series seen for the first time allocates (there are ~10 updates
+/// per request).
+type SeriesKey = Box<str>;
 
 #[derive(Debug, Clone, Default)]
 struct Histogram {
@@ -25,15 +29,18 @@ struct Histogram {
 
 #[derive(Debug, Default)]
 struct Inner {
-    counters: BTreeMap<&'static str, BTreeMap<Labels, f64>>,
-    gauges: BTreeMap<&'static str, BTreeMap<Labels, f64>>,
-    histograms: BTreeMap<&'static str, BTreeMap<Labels, Histogram>>,
+    counters: BTreeMap<&'static str, BTreeMap<SeriesKey, f64>>,
+    gauges: BTreeMap<&'static str, BTreeMap<SeriesKey, f64>>,
+    histograms: BTreeMap<&'static str, BTreeMap<SeriesKey, Histogram>>,
+    /// Where the key of the series being updated is built.
+    key: String,
 }
 
 /// Every metric of the sidecar.
 #[derive(Debug)]
 pub struct Metrics {
-    app_id: String,
+    /// The start of every series key: `{app_id="<app id>"`.
+    key_prefix: String,
     inner: Mutex<Inner>,
 }
 
@@ -66,54 +73,53 @@ fn help(name: &str) -> &'static str {
 
 impl Metrics {
     pub fn new(app_id: &str) -> Self {
+        let mut key_prefix = String::from("{app_id=\"");
+        escape_into(&mut key_prefix, app_id);
+        key_prefix.push('"');
         Metrics {
-            app_id: app_id.to_owned(),
+            key_prefix,
             inner: Mutex::new(Inner::default()),
         }
     }
 
-    fn labels(&self, extra: &[(&'static str, &str)]) -> Labels {
-        std::iter::once(("app_id", self.app_id.clone()))
-            .chain(extra.iter().map(|(k, v)| (*k, (*v).to_owned())))
-            .collect()
-    }
-
-    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+    /// Runs `f` on the series map and the key of `labels` (built in `Inner::key`).
+    fn with<T>(&self, labels: &[(&'static str, &str)], f: impl FnOnce(&mut Inner, &str) -> T) -> T {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut inner)
+        let mut key = std::mem::take(&mut inner.key);
+        key.clear();
+        key.push_str(&self.key_prefix);
+        for (name, value) in labels {
+            key.push(',');
+            key.push_str(name);
+            key.push_str("=\"");
+            escape_into(&mut key, value);
+            key.push('"');
+        }
+        key.push('}');
+        let result = f(&mut inner, &key);
+        inner.key = key;
+        result
     }
 
     pub fn inc(&self, name: &'static str, labels: &[(&'static str, &str)]) {
-        let labels = self.labels(labels);
-        self.with(|i| {
-            *i.counters
-                .entry(name)
-                .or_default()
-                .entry(labels)
-                .or_default() += 1.0
+        self.with(labels, |i, key| {
+            *series(i.counters.entry(name).or_default(), key) += 1.0;
         });
     }
 
     pub fn set_gauge(&self, name: &'static str, labels: &[(&'static str, &str)], value: f64) {
-        let labels = self.labels(labels);
-        self.with(|i| {
-            i.gauges.entry(name).or_default().insert(labels, value);
+        self.with(labels, |i, key| {
+            *series(i.gauges.entry(name).or_default(), key) = value;
         });
     }
 
     pub fn observe(&self, name: &'static str, labels: &[(&'static str, &str)], elapsed: Duration) {
-        let labels = self.labels(labels);
         let ms = elapsed.as_secs_f64() * 1000.0;
-        self.with(|i| {
-            let h = i
-                .histograms
-                .entry(name)
-                .or_default()
-                .entry(labels)
-                .or_insert_with(|| Histogram {
-                    buckets: vec![0; LATENCY_BUCKETS_MS.len()],
-                    ..Histogram::default()
-                });
+        self.with(labels, |i, key| {
+            let h = series(i.histograms.entry(name).or_default(), key);
+            if h.buckets.is_empty() {
+                h.buckets = vec![0; LATENCY_BUCKETS_MS.len()];
+            }
             for (slot, bound) in h.buckets.iter_mut().zip(LATENCY_BUCKETS_MS) {
                 if ms <= bound {
                     *slot += 1;
@@ -156,40 +162,39 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let label_text = |labels: &Labels, extra: Option<(&str, String)>| {
-            let parts: Vec<String> = labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .chain(extra.map(|(k, v)| (k.to_owned(), v)))
-                .map(|(k, v)| format!("{k}=\"{}\"", escape(&v)))
-                .collect();
-            format!("{{{}}}", parts.join(","))
-        };
-        self.with(|i| {
-            for (kind, series) in [("counter", &i.counters), ("gauge", &i.gauges)] {
-                for (name, values) in series {
-                    let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} {kind}", help(name));
-                    for (labels, value) in values {
-                        let _ = writeln!(out, "{name}{} {value}", label_text(labels, None));
-                    }
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        for (kind, series) in [("counter", &inner.counters), ("gauge", &inner.gauges)] {
+            for (name, values) in series {
+                let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} {kind}", help(name));
+                for (key, value) in values {
+                    let _ = writeln!(out, "{name}{key} {value}");
                 }
             }
-            for (name, values) in &i.histograms {
-                let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} histogram", help(name));
-                for (labels, h) in values {
-                    for (count, bound) in h.buckets.iter().zip(LATENCY_BUCKETS_MS) {
-                        let l = label_text(labels, Some(("le", bound.to_string())));
-                        let _ = writeln!(out, "{name}_bucket{l} {count}");
-                    }
-                    let l = label_text(labels, Some(("le", "+Inf".into())));
-                    let _ = writeln!(out, "{name}_bucket{l} {}", h.count);
-                    let _ = writeln!(out, "{name}_sum{} {}", label_text(labels, None), h.sum);
-                    let _ = writeln!(out, "{name}_count{} {}", label_text(labels, None), h.count);
+        }
+        for (name, values) in &inner.histograms {
+            let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} histogram", help(name));
+            for (key, h) in values {
+                // The key's labels and then `le`, inside the same braces.
+                let open = &key[..key.len() - 1];
+                for (count, bound) in h.buckets.iter().zip(LATENCY_BUCKETS_MS) {
+                    let _ = writeln!(out, "{name}_bucket{open},le=\"{bound}\"}} {count}");
                 }
+                let _ = writeln!(out, "{name}_bucket{open},le=\"+Inf\"}} {}", h.count);
+                let _ = writeln!(out, "{name}_sum{key} {}", h.sum);
+                let _ = writeln!(out, "{name}_count{key} {}", h.count);
             }
-        });
+        }
         out
     }
+}
+
+/// The value of the series `key` in `values`, created (zero) if new; only then is the key
+/// copied.
+fn series<'a, V: Default>(values: &'a mut BTreeMap<SeriesKey, V>, key: &str) -> &'a mut V {
+    if !values.contains_key(key) {
+        values.insert(key.into(), V::default());
+    }
+    values.get_mut(key).expect("inserted above if missing")
 }
 
 /// The building block of a component metric.
@@ -199,11 +204,20 @@ pub enum Block {
     Secret,
 }
 
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// Appends a label value escaped as the text exposition wants it.
+fn escape_into(out: &mut String, value: &str) {
+    if !value.contains(['\\', '"', '\n']) {
+        out.push_str(value);
+        return;
+    }
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -233,5 +247,38 @@ mod tests {
         assert!(text.contains(r#"dapr_component_state_latencies_bucket{app_id="app",component="store",operation="get",success="true",le="3"} 1"#), "{text}");
         assert!(text.contains(r#"dapr_component_state_latencies_bucket{app_id="app",component="store",operation="get",success="true",le="2"} 0"#));
         assert!(!text.contains("_total{"));
+    }
+
+    #[test]
+    fn series_are_told_apart_by_every_label_and_values_are_escaped() {
+        let m = Metrics::new("a\"pp");
+        m.inc("dapr_http_server_request_count", &[("method", "GET")]);
+        m.inc("dapr_http_server_request_count", &[("method", "POST")]);
+        m.inc("dapr_http_server_request_count", &[("method", "GET")]);
+        m.inc(
+            "dapr_http_server_request_count",
+            &[("method", "GET"), ("path", "x\\y\n\"z\"")],
+        );
+        m.set_gauge("dapr_runtime_component_loaded", &[], 3.0);
+        m.set_gauge("dapr_runtime_component_loaded", &[], 2.0);
+        m.observe(
+            "dapr_http_server_latency",
+            &[("status", "200")],
+            Duration::from_micros(1500),
+        );
+        let text = m.render();
+        for line in [
+            r#"dapr_http_server_request_count{app_id="a\"pp",method="GET"} 2"#,
+            r#"dapr_http_server_request_count{app_id="a\"pp",method="POST"} 1"#,
+            r#"dapr_http_server_request_count{app_id="a\"pp",method="GET",path="x\\y\n\"z\""} 1"#,
+            r#"dapr_runtime_component_loaded{app_id="a\"pp"} 2"#,
+            r#"dapr_http_server_latency_bucket{app_id="a\"pp",status="200",le="1"} 0"#,
+            r#"dapr_http_server_latency_bucket{app_id="a\"pp",status="200",le="2"} 1"#,
+            r#"dapr_http_server_latency_bucket{app_id="a\"pp",status="200",le="+Inf"} 1"#,
+            r#"dapr_http_server_latency_sum{app_id="a\"pp",status="200"} 1.5"#,
+            r#"dapr_http_server_latency_count{app_id="a\"pp",status="200"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
     }
 }

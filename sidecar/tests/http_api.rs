@@ -9,7 +9,7 @@ use daprs_sidecar::components::registry::Registry;
 use daprs_sidecar::runtime::{Runtime, Settings};
 use http::{Request, StatusCode};
 use serde_json::{Value, json};
-use tower::{Layer, ServiceExt};
+use tower::ServiceExt;
 
 const COMPONENTS: &str = r#"
 apiVersion: dapr.io/v1alpha1
@@ -118,8 +118,7 @@ impl Reply {
 
 impl Sidecar {
     async fn call(&self, request: Request<Body>) -> Reply {
-        let app = tower::util::MapRequestLayer::new(daprs_sidecar::http::clean_path)
-            .layer(daprs_sidecar::http::router(self.rt.clone()));
+        let app = daprs_sidecar::http::service(self.rt.clone());
         let response = app.oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
@@ -397,6 +396,30 @@ async fn router_rules() {
     assert_eq!(r.json()["errorCode"], "ERR_DIRECT_INVOKE");
     let r = s.call(with_token("/v1.0/state/store/bad%zz")).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    // Invocation by path takes a shortcut past the router: the same token check and metrics.
+    let r = s.send("POST", "/v1.0/invoke/nobody/method/m", None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.text(), "invalid api token");
+    let r = s.call(with_token("/v1.0/invoke/nobody/method/m")).await;
+    assert_eq!(r.json()["errorCode"], "ERR_DIRECT_INVOKE", "{}", r.text());
+    let metrics = s.rt.metrics.render();
+    assert!(
+        metrics.contains(
+            r#"dapr_http_server_response_count{app_id="myapp",method="POST",path="",status="401"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"dapr_http_server_latency_count{app_id="myapp",method="POST",path="",status="401"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"dapr_http_server_request_count{app_id="myapp",method="GET",path=""} "#),
+        "{metrics}"
+    );
 
     let big = "x".repeat(2048);
     let r = s
