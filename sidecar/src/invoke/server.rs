@@ -140,21 +140,23 @@ impl Internal {
     }
 }
 
-fn response_header(r: &AppResponse, with_data: bool) -> InternalInvokeResponse {
+/// The internal response's header part: the status, headers, trailers and content type are
+/// moved out of `r` (its body stays, for the stream's chunks); the body too with `with_data`.
+fn response_header(r: &mut AppResponse, with_data: bool) -> InternalInvokeResponse {
     InternalInvokeResponse {
         status: Some(InternalStatus {
             code: r.status,
-            message: r.message.clone(),
+            message: std::mem::take(&mut r.message),
             details: Vec::new(),
         }),
-        headers: r.headers.clone(),
-        trailers: r.trailers.clone(),
+        headers: std::mem::take(&mut r.headers),
+        trailers: std::mem::take(&mut r.trailers),
         message: Some(InvokeResponse {
             data: with_data.then(|| prost_types::Any {
                 type_url: String::new(),
                 value: r.body.to_vec(),
             }),
-            content_type: r.content_type.clone(),
+            content_type: std::mem::take(&mut r.content_type),
         }),
     }
 }
@@ -166,10 +168,10 @@ impl ServiceInvocation for Internal {
         request: Request<InternalInvokeRequest>,
     ) -> Result<Response<InternalInvokeResponse>, Status> {
         let caller = self.caller(&request);
-        let response = self
+        let mut response = self
             .handle(caller, request.into_inner(), bytes::Bytes::new())
             .await?;
-        Ok(Response::new(response_header(&response, true)))
+        Ok(Response::new(response_header(&mut response, true)))
     }
 
     type CallLocalStreamStream = BoxStream<InternalInvokeResponseStream>;
@@ -206,11 +208,12 @@ impl ServiceInvocation for Internal {
                 None => break,
             }
         }
-        let response = self.handle(caller, header, body.freeze()).await?;
+        let mut response = self.handle(caller, header, body.freeze()).await?;
+        let header = response_header(&mut response, false);
         let mut messages = Vec::with_capacity(response.body.len() / CHUNK_BYTES + 1);
         let mut chunks = response.body.chunks(CHUNK_BYTES).enumerate();
         messages.push(Ok(InternalInvokeResponseStream {
-            response: Some(response_header(&response, false)),
+            response: Some(header),
             payload: chunks.next().map(|(seq, data)| StreamPayload {
                 data: data.to_vec(),
                 seq: seq as u64,
