@@ -165,17 +165,36 @@ fn daprd(
     (Proc(child), http)
 }
 
-async fn wait_ready(port: u16) {
-    for _ in 0..400 {
-        if reqwest::get(format!("http://127.0.0.1:{port}/v1.0/healthz"))
-            .await
-            .is_ok_and(|r| r.status() == 204)
-        {
-            return;
+/// A daprd from [`daprd`], once `/v1.0/healthz` answers 204. `free_port` only finds ports that
+/// were free a moment ago: a daprd that exits before it is ready (its output is not kept, but
+/// a port taken meanwhile is the one way that happens here) is started again on new ports.
+async fn ready_daprd(
+    app_id: &str,
+    app_port: u16,
+    sentry: &support::Sentry,
+    registry: &std::path::Path,
+) -> (Proc, u16) {
+    for _ in 0..3 {
+        let (mut proc, http) = daprd(app_id, app_port, sentry, registry);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if reqwest::get(format!("http://127.0.0.1:{http}/v1.0/healthz"))
+                .await
+                .is_ok_and(|r| r.status() == 204)
+            {
+                return (proc, http);
+            }
+            if proc.0.try_wait().unwrap().is_some() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daprd {app_id} did not become ready within 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("daprd did not become ready");
+    panic!("daprd {app_id} exited before it was ready three times in a row (ports taken?)");
 }
 
 struct Run {
@@ -261,10 +280,8 @@ async fn run() {
     let mut sentry = support::Sentry::start(&[]).await;
     let registry = tempfile::tempdir().unwrap();
     let app = echo_app().await;
-    let (caller, caller_http) = daprd("bench-caller", app, &sentry, registry.path());
-    let (callee, callee_http) = daprd("bench-callee", app, &sentry, registry.path());
-    wait_ready(caller_http).await;
-    wait_ready(callee_http).await;
+    let (caller, caller_http) = ready_daprd("bench-caller", app, &sentry, registry.path()).await;
+    let (callee, _) = ready_daprd("bench-callee", app, &sentry, registry.path()).await;
     let via = format!("http://127.0.0.1:{caller_http}/v1.0/invoke/bench-callee/method/echo");
     let direct = format!("http://127.0.0.1:{app}/echo");
     // Warm-up: connections and pools.
