@@ -42,6 +42,7 @@ pub struct Api {
     invoke_allowed: bool,
 }
 
+/// The HTTP API's service for `axum::serve` (see [`Api`]).
 pub fn service(rt: Shared) -> Api {
     let access = ApiAccess::new(rt.configuration.api.as_ref());
     Api {

@@ -20,11 +20,22 @@ pub const LATENCY_BUCKETS_MS: [f64; 34] = [
 /// per request).
 type SeriesKey = Box<str>;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct Histogram {
-    buckets: Vec<u64>,
+    /// Observations at or under each bound of [`LATENCY_BUCKETS_MS`].
+    buckets: [u64; LATENCY_BUCKETS_MS.len()],
     sum: f64,
     count: u64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: [0; LATENCY_BUCKETS_MS.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -117,9 +128,6 @@ impl Metrics {
         let ms = elapsed.as_secs_f64() * 1000.0;
         self.with(labels, |i, key| {
             let h = series(i.histograms.entry(name).or_default(), key);
-            if h.buckets.is_empty() {
-                h.buckets = vec![0; LATENCY_BUCKETS_MS.len()];
-            }
             for (slot, bound) in h.buckets.iter_mut().zip(LATENCY_BUCKETS_MS) {
                 if ms <= bound {
                     *slot += 1;
