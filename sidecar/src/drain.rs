@@ -16,13 +16,14 @@ impl InFlight {
         self.0.load(Ordering::SeqCst)
     }
 
-    fn enter(&self) -> Guard {
+    pub fn enter(&self) -> Guard {
         self.0.fetch_add(1, Ordering::SeqCst);
         Guard(self.0.clone())
     }
 }
 
-struct Guard(Arc<AtomicUsize>);
+/// Counts one request until dropped.
+pub struct Guard(Arc<AtomicUsize>);
 
 impl Drop for Guard {
     fn drop(&mut self) {

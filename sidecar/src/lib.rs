@@ -508,55 +508,57 @@ async fn serve_internal(
         addr,
         source,
     })?;
-    let service = invoke::server::Internal::server(rt.invoker.clone());
+    // Paths other than the internal API's calls: gRPC proxying to our app, and Unimplemented.
+    let fallback = tower::ServiceBuilder::new()
+        .layer(drain::Layer(rt.in_flight.clone()))
+        .layer(invoke::proxy::Layer::internal(rt.invoker.clone()))
+        .service_fn(|request: ::http::Request<tonic::body::Body>| async move {
+            let status = tonic::Status::unimplemented(format!(
+                "{} is not a method of this server",
+                request.uri().path()
+            ));
+            Ok::<_, std::convert::Infallible>(status.into_http())
+        });
+    let shared = Arc::new(invoke::serve::Shared {
+        internal: invoke::server::Internal::new(rt.invoker.clone()),
+        fallback,
+        in_flight: rt.in_flight.clone(),
+    });
     let stop = rt.clone();
-    let in_flight = rt.in_flight.clone();
-    let proxy = invoke::proxy::Layer::internal(rt.invoker.clone());
-    let builder = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(invoke::KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(invoke::KEEPALIVE_TIMEOUT))
-        .tcp_nodelay(true);
+    let stopped = move || {
+        let stop = stop.clone();
+        async move { stop.stopped().await }
+    };
     match &rt.identity {
         Some(identity) => {
             let config = Arc::new(identity.server_config()?);
             let incoming = tokio_stream::StreamExt::map(
                 daprs_api::tls::tls_incoming(listener, config),
-                |accepted| accepted.map(invoke::coalesce::Coalesce::new),
+                |accepted| {
+                    accepted.map(|tls| {
+                        let cert = tls
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|certs| certs.first())
+                            .map(|c| c.clone().into_owned());
+                        (tls, cert)
+                    })
+                },
             );
-            servers.spawn(async move {
-                let result = builder
-                    .layer(drain::Layer(in_flight))
-                    .layer(proxy)
-                    .add_service(service)
-                    .serve_with_incoming_shutdown(incoming, async move { stop.stopped().await })
-                    .await;
-                if let Err(error) = result {
-                    tracing::error!(%error, "internal gRPC server failed");
-                }
-            });
+            servers.spawn(invoke::serve::serve(incoming, shared, stopped));
         }
         None => {
-            servers.spawn(async move {
-                // tonic sets TCP_NODELAY only on connections it accepts itself.
-                let incoming = tokio_stream::StreamExt::map(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
-                    |accepted| {
-                        accepted.map(|tcp| {
-                            let _ = tcp.set_nodelay(true);
-                            invoke::coalesce::Coalesce::new(tcp)
-                        })
-                    },
-                );
-                let result = builder
-                    .layer(drain::Layer(in_flight))
-                    .layer(proxy)
-                    .add_service(service)
-                    .serve_with_incoming_shutdown(incoming, async move { stop.stopped().await })
-                    .await;
-                if let Err(error) = result {
-                    tracing::error!(%error, "internal gRPC server failed");
-                }
-            });
+            let incoming = tokio_stream::StreamExt::map(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                |accepted| {
+                    accepted.map(|tcp| {
+                        let _ = tcp.set_nodelay(true);
+                        (tcp, None)
+                    })
+                },
+            );
+            servers.spawn(invoke::serve::serve(incoming, shared, stopped));
         }
     }
     // The announced address: a loopback listen address as given, else DAPR_HOST_IP or

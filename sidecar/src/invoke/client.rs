@@ -199,7 +199,7 @@ where
 }
 
 /// Pings every [`KEEPALIVE_INTERVAL`]; returns why the connection is to be dropped.
-async fn keepalive(pings: Option<h2::PingPong>) -> String {
+pub(super) async fn keepalive(pings: Option<h2::PingPong>) -> String {
     let Some(mut pings) = pings else {
         // Only taken once per connection, so always there; without it, never end.
         return futures::future::pending().await;

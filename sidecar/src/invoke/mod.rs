@@ -22,6 +22,7 @@ pub mod http1;
 pub mod mdns;
 pub mod proxy;
 pub mod resolve;
+pub mod serve;
 pub mod server;
 pub mod trace;
 

@@ -22,7 +22,6 @@ use std::task::{Context, Poll};
 
 use http::{HeaderMap, HeaderValue};
 use tonic::body::Body;
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use super::Invoker;
 use super::acl::Decision;
@@ -227,13 +226,8 @@ impl Layer {
         if invoker.acl.is_configured() {
             let caller = request
                 .extensions()
-                .get::<TlsConnectInfo<TcpConnectInfo>>()
-                .and_then(TlsConnectInfo::peer_certs)
-                .and_then(|certs| {
-                    certs
-                        .first()
-                        .and_then(|c| daprs_api::tls::spiffe_id_of(c).ok())
-                });
+                .get::<Arc<super::serve::Caller>>()
+                .and_then(|c| c.spiffe_id());
             if let Decision::Deny(why) = invoker.acl.check(caller.as_ref(), method, None) {
                 invoker.metrics.inc(
                     "dapr_runtime_acl_app_policy_action_blocked_total",

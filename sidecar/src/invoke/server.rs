@@ -1,9 +1,10 @@
-//! The internal server: `dapr.proto.internals.v1.ServiceInvocation` on the internal port, over
-//! mutual TLS when the sidecar has an identity (fails closed until the first certificate),
-//! plaintext h2c otherwise. Each call is checked against the ACL with the caller's SPIFFE id
-//! from its client certificate, then handed to the app.
+//! The internal API's calls, `dapr.proto.internals.v1.ServiceInvocation`'s `CallLocalStream`
+//! and `CallLocal`, as the callee's sidecar answers them: each call is checked against the ACL
+//! with the caller's SPIFFE id from its client certificate, then handed to the app. The
+//! internal port's server, which decodes the requests and sends the answers, is in
+//! [`serve`](super::serve): mutual TLS when the sidecar has an identity (failing closed until
+//! the first certificate), plaintext h2c otherwise.
 
-use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -12,38 +13,107 @@ use daprs_api::proto::common::{InvokeResponse, StreamPayload};
 use daprs_api::proto::internals::{
     ApiVersion, InternalInvokeRequest, InternalInvokeRequestStream, InternalInvokeResponse,
     InternalInvokeResponseStream, Status as InternalStatus,
-    service_invocation_server::{ServiceInvocation, ServiceInvocationServer},
 };
-use futures::Stream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::Status;
 
 use super::acl::Decision;
 use super::app::{AppRequest, AppResponse, verb_name};
 use super::{CHUNK_BYTES, Invoker};
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-/// The `ServiceInvocation` implementation.
+/// The `ServiceInvocation` calls.
 #[derive(Clone, Debug)]
 pub struct Internal {
     invoker: Arc<Invoker>,
 }
 
 impl Internal {
-    pub fn server(invoker: Arc<Invoker>) -> ServiceInvocationServer<Internal> {
-        ServiceInvocationServer::new(Internal { invoker })
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX)
+    pub fn new(invoker: Arc<Invoker>) -> Self {
+        Internal { invoker }
     }
 
-    /// The caller's SPIFFE id from its client certificate, read only when an ACL needs it:
-    /// parsing the certificate on every call cost ~3 % of the callee's CPU.
-    fn caller<T>(&self, request: &Request<T>) -> Option<SpiffeId> {
-        if !self.invoker.acl.is_configured() {
-            return None;
+    /// Whether an ACL is configured, so the caller's SPIFFE id is needed.
+    pub fn acl_configured(&self) -> bool {
+        self.invoker.acl.is_configured()
+    }
+
+    /// `CallLocalStream` on its decoded request messages; the response's messages, encoded.
+    pub async fn call_local_stream(
+        &self,
+        caller: Option<SpiffeId>,
+        messages: Vec<InternalInvokeRequestStream>,
+    ) -> Result<bytes::Bytes, Status> {
+        let mut messages = messages.into_iter();
+        let first = messages
+            .next()
+            .ok_or_else(|| Status::invalid_argument("the stream carried no request"))?;
+        let header = first
+            .request
+            .ok_or_else(|| Status::invalid_argument("the first message carries no request"))?;
+        let mut body = bytes::Bytes::new();
+        let mut next_seq = 0u64;
+        let mut payload = first.payload;
+        let mut joined: Option<BytesMut> = None;
+        loop {
+            if let Some(p) = payload.take() {
+                if p.seq != next_seq {
+                    return Err(Status::invalid_argument(format!(
+                        "payload chunk {} arrived where {next_seq} was expected",
+                        p.seq
+                    )));
+                }
+                next_seq += 1;
+                match joined.as_mut() {
+                    Some(joined) => joined.extend_from_slice(&p.data),
+                    None if body.is_empty() => body = bytes::Bytes::from(p.data),
+                    None => {
+                        let mut j = BytesMut::from(&body[..]);
+                        j.extend_from_slice(&p.data);
+                        joined = Some(j);
+                    }
+                }
+            }
+            match messages.next() {
+                Some(m) => payload = m.payload,
+                None => break,
+            }
         }
-        let certs = request.peer_certs()?;
-        daprs_api::tls::spiffe_id_of(certs.first()?).ok()
+        if let Some(joined) = joined {
+            body = joined.freeze();
+        }
+        let mut response = self.handle(caller, header, body).await?;
+        let header = response_header(&mut response, false);
+        let mut messages = Vec::with_capacity(response.body.len() / CHUNK_BYTES + 1);
+        let mut chunks = response.body.chunks(CHUNK_BYTES).enumerate();
+        messages.push(InternalInvokeResponseStream {
+            response: Some(header),
+            payload: chunks.next().map(|(seq, data)| StreamPayload {
+                data: data.to_vec(),
+                seq: seq as u64,
+            }),
+        });
+        for (seq, data) in chunks {
+            messages.push(InternalInvokeResponseStream {
+                response: None,
+                payload: Some(StreamPayload {
+                    data: data.to_vec(),
+                    seq: seq as u64,
+                }),
+            });
+        }
+        Ok(daprs_api::grpc_frame::encode(&messages))
+    }
+
+    /// `CallLocal` on its decoded request; the response message, encoded.
+    pub async fn call_local(
+        &self,
+        caller: Option<SpiffeId>,
+        request: InternalInvokeRequest,
+    ) -> Result<bytes::Bytes, Status> {
+        let mut response = self.handle(caller, request, bytes::Bytes::new()).await?;
+        Ok(daprs_api::grpc_frame::encode(&[response_header(
+            &mut response,
+            true,
+        )]))
     }
 
     async fn handle(
@@ -158,76 +228,5 @@ fn response_header(r: &mut AppResponse, with_data: bool) -> InternalInvokeRespon
             }),
             content_type: std::mem::take(&mut r.content_type),
         }),
-    }
-}
-
-#[tonic::async_trait]
-impl ServiceInvocation for Internal {
-    async fn call_local(
-        &self,
-        request: Request<InternalInvokeRequest>,
-    ) -> Result<Response<InternalInvokeResponse>, Status> {
-        let caller = self.caller(&request);
-        let mut response = self
-            .handle(caller, request.into_inner(), bytes::Bytes::new())
-            .await?;
-        Ok(Response::new(response_header(&mut response, true)))
-    }
-
-    type CallLocalStreamStream = BoxStream<InternalInvokeResponseStream>;
-
-    async fn call_local_stream(
-        &self,
-        request: Request<Streaming<InternalInvokeRequestStream>>,
-    ) -> Result<Response<Self::CallLocalStreamStream>, Status> {
-        let caller = self.caller(&request);
-        let mut stream = request.into_inner();
-        let first = stream
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("the stream carried no request"))?;
-        let header = first
-            .request
-            .ok_or_else(|| Status::invalid_argument("the first message carries no request"))?;
-        let mut body = BytesMut::new();
-        let mut next_seq = 0u64;
-        let mut payload = first.payload;
-        loop {
-            if let Some(p) = payload.take() {
-                if p.seq != next_seq {
-                    return Err(Status::invalid_argument(format!(
-                        "payload chunk {} arrived where {next_seq} was expected",
-                        p.seq
-                    )));
-                }
-                next_seq += 1;
-                body.extend_from_slice(&p.data);
-            }
-            match stream.message().await? {
-                Some(m) => payload = m.payload,
-                None => break,
-            }
-        }
-        let mut response = self.handle(caller, header, body.freeze()).await?;
-        let header = response_header(&mut response, false);
-        let mut messages = Vec::with_capacity(response.body.len() / CHUNK_BYTES + 1);
-        let mut chunks = response.body.chunks(CHUNK_BYTES).enumerate();
-        messages.push(Ok(InternalInvokeResponseStream {
-            response: Some(header),
-            payload: chunks.next().map(|(seq, data)| StreamPayload {
-                data: data.to_vec(),
-                seq: seq as u64,
-            }),
-        }));
-        for (seq, data) in chunks {
-            messages.push(Ok(InternalInvokeResponseStream {
-                response: None,
-                payload: Some(StreamPayload {
-                    data: data.to_vec(),
-                    seq: seq as u64,
-                }),
-            }));
-        }
-        Ok(Response::new(Box::pin(futures::stream::iter(messages))))
     }
 }
