@@ -37,11 +37,10 @@ use super::client::{CALL_LOCAL, CALL_LOCAL_STREAM, keepalive};
 use super::server::Internal;
 use crate::drain::InFlight;
 
-/// Flow-control windows and limits we give a caller: hyper's server defaults, which tonic's
-/// server used before.
+/// Flow-control windows and the header limit we give a caller: what tonic's server set through
+/// hyper before. Like it (and grpc-go's server in Dapr's daprd) no limit on concurrent streams.
 const STREAM_WINDOW: u32 = 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 1024 * 1024;
-const MAX_STREAMS: u32 = 200;
 const MAX_HEADER_LIST: u32 = 16 * 1024;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -156,7 +155,6 @@ pub async fn connection<T, F>(
     let handshake = h2::server::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_concurrent_streams(MAX_STREAMS)
         .max_header_list_size(MAX_HEADER_LIST)
         .handshake::<_, Bytes>(super::coalesce::Coalesce::new(io));
     let mut conn = match tokio::time::timeout(super::CONNECT_TIMEOUT, handshake).await {
