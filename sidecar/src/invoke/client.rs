@@ -121,11 +121,7 @@ impl Peer {
     pub async fn call(&self, path: &'static str, body: Bytes) -> Result<Bytes, Status> {
         let send = self.sender().await?;
         let mut send = send.ready().await.map_err(h2_status)?;
-        let scheme = match self.transport {
-            Transport::Plain => "http",
-            Transport::Tls(_) => "https",
-        };
-        let request = http::Request::post(format!("{scheme}://{}{path}", self.address))
+        let request = http::Request::post(format!("{}://{}{path}", self.scheme(), self.address))
             .header(http::header::CONTENT_TYPE, "application/grpc")
             .header(http::header::TE, "trailers")
             .body(())
@@ -156,6 +152,45 @@ impl Peer {
             .and_then(Status::from_header_map)
             .unwrap_or_else(|| Status::internal("the peer ended the call without a gRPC status"));
         ok_or(status, messages.freeze())
+    }
+}
+
+impl Peer {
+    /// Forwards a proxied gRPC call of any shape on this connection: the request's body is
+    /// sent as it arrives (by a task of its own), and the response is returned as soon as its
+    /// headers are in, with a body that streams the rest of the peer's answer.
+    pub async fn forward(
+        &self,
+        request: http::Request<tonic::body::Body>,
+    ) -> Result<http::Response<tonic::body::Body>, Status> {
+        let send = self.sender().await?;
+        let mut send = send.ready().await.map_err(h2_status)?;
+        let (mut parts, mut body) = request.into_parts();
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        parts.uri = format!("{}://{}{path}", self.scheme(), self.address)
+            .parse()
+            .map_err(|e| Status::internal(format!("invalid request path {path:?}: {e}")))?;
+        let ended = http_body::Body::is_end_stream(&body);
+        let (response, mut stream) = send
+            .send_request(http::Request::from_parts(parts, ()), ended)
+            .map_err(h2_status)?;
+        if !ended {
+            tokio::spawn(async move {
+                if let Err(reason) = super::h2body::pipe(&mut body, &mut stream).await {
+                    stream.send_reset(reason);
+                }
+            });
+        }
+        let (parts, received) = response.await.map_err(h2_status)?.into_parts();
+        let body = tonic::body::Body::new(super::h2body::Received::new(received));
+        Ok(http::Response::from_parts(parts, body))
+    }
+
+    fn scheme(&self) -> &'static str {
+        match self.transport {
+            Transport::Plain => "http",
+            Transport::Tls(_) => "https",
+        }
     }
 }
 

@@ -10,14 +10,15 @@
 //! timeout, also when idle); calls failing with `Unavailable` or `Unauthenticated` are retried
 //! 3 times 1 s apart on a fresh connection and a fresh resolution (Dapr's built-in retries).
 //!
-//! `CallLocal(Stream)` calls go through [`client`], a gRPC caller on the `h2` crate whose
-//! calls run in the invoking task; proxied gRPC calls (any service, any stream shape) through a
-//! tonic `Channel` per peer. Plain-HTTP apps are called through [`http1`].
+//! Calls go through [`client`], a gRPC caller on the `h2` crate: `CallLocal(Stream)` calls run
+//! in the invoking task; proxied gRPC calls (any service, any stream shape) stream through the
+//! same connection ([`h2body`]). Plain-HTTP apps are called through [`http1`].
 
 pub mod acl;
 pub mod app;
 pub mod client;
 pub mod coalesce;
+pub mod h2body;
 pub mod http1;
 pub mod mdns;
 pub mod proxy;
@@ -39,7 +40,6 @@ use daprs_api::proto::internals::{
     InternalInvokeResponseStream, ListStringValue,
 };
 use daprs_api::tls::PeerMatcher;
-use tonic::transport::Channel;
 
 use crate::identity::Identity;
 use crate::metrics::Metrics;
@@ -121,10 +121,9 @@ pub struct Invoker {
     pub resolver: resolve::Resolver,
     identity: Option<Arc<Identity>>,
     metrics: Arc<Metrics>,
-    /// Connections for `CallLocal(Stream)`, by address and expected peer.
+    /// One connection per peer, for `CallLocal(Stream)` and proxied gRPC calls alike, by
+    /// address and expected peer.
     peers: Mutex<HashMap<String, Arc<client::Peer>>>,
-    /// Channels for proxied gRPC calls (streams of any shape), by address and expected peer.
-    pool: Mutex<HashMap<String, Channel>>,
     host_ip: String,
     hostname: String,
 }
@@ -205,7 +204,6 @@ impl Invoker {
             identity,
             metrics,
             peers: Mutex::new(HashMap::new()),
-            pool: Mutex::new(HashMap::new()),
             host_ip,
             hostname,
         }
@@ -319,7 +317,7 @@ impl Invoker {
 
     /// The connection for internal calls to `app_id` at `address`, opened by its first call;
     /// one that has ended is replaced.
-    fn peer(
+    pub(super) fn peer(
         &self,
         address: &str,
         app_id: &str,
@@ -339,63 +337,12 @@ impl Invoker {
         Ok(peer)
     }
 
-    fn channel(&self, address: &str, app_id: &str, namespace: &str) -> Result<Channel, String> {
-        let key = pool_key(address, app_id, namespace);
-        if let Some(ch) = self
-            .pool
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
-            return Ok(ch.clone());
-        }
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| format!("invalid address {address:?}: {e}"))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-            .keep_alive_while_idle(true);
-        let channel = match self.tls_connector(app_id, namespace)? {
-            None => endpoint.connect_lazy(),
-            Some(connector) => {
-                endpoint.connect_with_connector_lazy(tower::service_fn(move |uri: http::Uri| {
-                    let connector = connector.clone();
-                    async move {
-                        let host = uri
-                            .host()
-                            .unwrap_or("localhost")
-                            .trim_matches(['[', ']'])
-                            .to_owned();
-                        let port = uri.port_u16().unwrap_or(443);
-                        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-                        tcp.set_nodelay(true)?;
-                        let name =
-                            rustls::pki_types::ServerName::try_from(host).unwrap_or_else(|_| {
-                                rustls::pki_types::ServerName::try_from("daprd.invalid")
-                                    .expect("static name is valid")
-                            });
-                        let tls = connector.connect(name, tcp).await?;
-                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
-                    }
-                }))
-            }
-        };
-        self.pool
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, channel.clone());
-        Ok(channel)
-    }
-
-    fn drop_channel(&self, address: &str, app_id: &str, namespace: &str) {
+    /// Forgets the peer's address and connection after a failed call: the next call resolves
+    /// again and connects anew.
+    fn drop_connection(&self, address: &str, app_id: &str, namespace: &str) {
         self.resolver.forget(app_id, namespace);
         let key = pool_key(address, app_id, namespace);
         self.peers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key);
-        self.pool
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&key);
@@ -445,7 +392,7 @@ impl Invoker {
                 {
                     attempt += 1;
                     tracing::debug!(app_id, %address, error = %status, attempt, "invocation failed; retrying on a new connection");
-                    self.drop_channel(&address, app_id, namespace);
+                    self.drop_connection(&address, app_id, namespace);
                     tokio::time::sleep(RETRY_INTERVAL).await;
                 }
                 Err(status) if status.code() == tonic::Code::PermissionDenied => {
@@ -453,7 +400,7 @@ impl Invoker {
                 }
                 Err(status) => {
                     if status.code() == tonic::Code::Unavailable {
-                        self.drop_channel(&address, app_id, namespace);
+                        self.drop_connection(&address, app_id, namespace);
                     }
                     return Err(failed(status.message().to_owned()));
                 }
@@ -462,7 +409,7 @@ impl Invoker {
     }
 }
 
-/// The key of a peer's connection and channel: the same address may serve several app ids
+/// The key of a peer's connection: the same address may serve several app ids
 /// (each checked for its own SPIFFE id).
 fn pool_key(address: &str, app_id: &str, namespace: &str) -> String {
     format!("{address}|{namespace}|{app_id}")

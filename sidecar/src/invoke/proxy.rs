@@ -272,9 +272,7 @@ impl Layer {
             .resolve(app_id, namespace)
             .await
             .map_err(|e| failed(e.to_string()))?;
-        let channel = invoker
-            .channel(&address, app_id, namespace)
-            .map_err(&failed)?;
+        let peer = invoker.peer(&address, app_id, namespace).map_err(&failed)?;
         let headers = request.headers_mut();
         headers.remove(APP_ID_METADATA);
         for (key, value) in [
@@ -289,12 +287,11 @@ impl Layer {
             "dapr_runtime_service_invocation_req_sent_total",
             &[("dst_app_id", app_id), ("method", method)],
         );
-        let request = std::mem::take(request);
-        match tower::ServiceExt::oneshot(channel, request).await {
+        match peer.forward(std::mem::take(request)).await {
             Ok(response) => Ok(response),
-            Err(error) => {
-                invoker.drop_channel(&address, app_id, namespace);
-                Err(failed(super::app::error_chain(&error)))
+            Err(status) => {
+                invoker.drop_connection(&address, app_id, namespace);
+                Err(failed(status.message().to_owned()))
             }
         }
     }

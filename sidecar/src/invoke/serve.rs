@@ -19,7 +19,6 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use daprs_api::grpc_frame::{self, FrameError};
@@ -34,6 +33,7 @@ use tonic::Status;
 use tonic::body::Body;
 
 use super::client::{CALL_LOCAL, CALL_LOCAL_STREAM, keepalive};
+use super::h2body;
 use super::server::Internal;
 use crate::drain::InFlight;
 
@@ -321,7 +321,7 @@ async fn fallback<F: Fallback>(
 ) {
     let (mut parts, body) = request.into_parts();
     parts.extensions.insert(caller);
-    let request = http::Request::from_parts(parts, Body::new(Received::new(body)));
+    let request = http::Request::from_parts(parts, Body::new(h2body::Received::new(body)));
     let response = tokio::select! {
         response = tower::ServiceExt::oneshot(service.clone(), request) => response,
         _ = std::future::poll_fn(|cx| respond.poll_reset(cx)) => return,
@@ -342,103 +342,8 @@ async fn fallback<F: Fallback>(
     if ended {
         return;
     }
-    if let Err(reason) = pipe(&mut body, &mut send).await {
+    if let Err(reason) = h2body::pipe(&mut body, &mut send).await {
         send.send_reset(reason);
-    }
-}
-
-/// Sends `body` on `send`, as fast as the caller's flow-control window allows; stops early
-/// when the caller resets the stream. An error is the reason to reset it with.
-async fn pipe(body: &mut Body, send: &mut h2::SendStream<Bytes>) -> Result<(), h2::Reason> {
-    loop {
-        let frame = tokio::select! {
-            frame = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)) => frame,
-            _ = std::future::poll_fn(|cx| send.poll_reset(cx)) => return Ok(()),
-        };
-        let frame = match frame {
-            None => {
-                let _ = send.send_data(Bytes::new(), true);
-                return Ok(());
-            }
-            Some(Ok(frame)) => frame,
-            Some(Err(error)) => {
-                tracing::debug!(error = %error, "a proxied response body failed");
-                return Err(h2::Reason::INTERNAL_ERROR);
-            }
-        };
-        match frame.into_data() {
-            Ok(mut data) => {
-                while !data.is_empty() {
-                    send.reserve_capacity(data.len());
-                    let granted = match std::future::poll_fn(|cx| send.poll_capacity(cx)).await {
-                        Some(Ok(n)) if n > 0 => n,
-                        Some(Ok(_)) => continue,
-                        Some(Err(_)) | None => return Ok(()), // the stream is gone
-                    };
-                    let piece = data.split_to(granted.min(data.len()));
-                    if send.send_data(piece, false).is_err() {
-                        return Ok(());
-                    }
-                }
-            }
-            Err(frame) => {
-                if let Ok(trailers) = frame.into_trailers() {
-                    let _ = send.send_trailers(trailers);
-                    return Ok(());
-                }
-            }
-        }
-    }
-}
-
-/// A request body from h2, for `http`-body consumers: its data, then its trailers; the window
-/// is given back as the data is taken.
-struct Received {
-    stream: h2::RecvStream,
-    data_done: bool,
-}
-
-impl Received {
-    fn new(stream: h2::RecvStream) -> Self {
-        Self {
-            stream,
-            data_done: false,
-        }
-    }
-}
-
-impl http_body::Body for Received {
-    type Data = Bytes;
-    type Error = h2::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, h2::Error>>> {
-        let this = &mut *self;
-        if !this.data_done {
-            match this.stream.poll_data(cx) {
-                Poll::Ready(Some(Ok(data))) => {
-                    let _ = this.stream.flow_control().release_capacity(data.len());
-                    return Poll::Ready(Some(Ok(http_body::Frame::data(data))));
-                }
-                Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error))),
-                Poll::Ready(None) => this.data_done = true,
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        match this.stream.poll_trailers(cx) {
-            Poll::Ready(Ok(Some(trailers))) => {
-                Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))))
-            }
-            Poll::Ready(Ok(None)) => Poll::Ready(None),
-            Poll::Ready(Err(error)) => Poll::Ready(Some(Err(error))),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.stream.is_end_stream()
     }
 }
 
@@ -474,6 +379,8 @@ mod tests {
         address: String,
         stop: tokio::sync::oneshot::Sender<()>,
         task: tokio::task::JoinHandle<()>,
+        /// How many connections it has accepted.
+        accepted: Arc<std::sync::atomic::AtomicUsize>,
     }
 
     /// The server on a loopback port (plaintext), for an HTTP app on `app_port`.
@@ -502,13 +409,19 @@ mod tests {
         let stopped = futures::FutureExt::shared(async move {
             let _ = stopped.await;
         });
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener)
-            .map(|accepted| accepted.map(|tcp| (tcp, None)));
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = accepted.clone();
+        let incoming =
+            tokio_stream::wrappers::TcpListenerStream::new(listener).map(move |accepted| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                accepted.map(|tcp| (tcp, None))
+            });
         let task = tokio::spawn(serve(incoming, shared, move || stopped.clone()));
         Server {
             address,
             stop,
             task,
+            accepted,
         }
     }
 
@@ -747,5 +660,43 @@ mod tests {
             .await
             .expect("the server ends once its calls are done")
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn proxied_calls_share_the_connection_of_internal_calls() {
+        let echo = tower::service_fn(|request: http::Request<Body>| async move {
+            Ok::<_, std::convert::Infallible>(http::Response::new(request.into_body()))
+        });
+        let server = server(echo_app().await, echo).await;
+        let peer = Peer::new(server.address.clone(), Transport::Plain);
+        let encoded = stream_request(&mut request("orders"), &Bytes::from_static(b"a"));
+        peer.call(CALL_LOCAL_STREAM, encoded.clone()).await.unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, Status>>(1);
+        let body = Body::new(http_body_util::StreamBody::new(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ));
+        let forwarded = grpc_request("/pkg.Echo/Chat").map(|()| body);
+        let response = peer.forward(forwarded).await.unwrap();
+        // The answer streams back while the request is still open.
+        tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"one"))))
+            .await
+            .unwrap();
+        let mut answer = response.into_body();
+        let frame = std::future::poll_fn(|cx| Pin::new(&mut answer).poll_frame(cx))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(frame.into_data().unwrap(), "one");
+        drop(tx);
+        let rest = http_body_util::BodyExt::collect(answer).await.unwrap();
+        assert!(rest.to_bytes().is_empty());
+        peer.call(CALL_LOCAL_STREAM, encoded).await.unwrap();
+        assert_eq!(
+            server.accepted.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "internal and proxied calls use one connection"
+        );
+        server.stop.send(()).unwrap();
+        server.task.await.unwrap();
     }
 }
