@@ -521,7 +521,7 @@ async fn serve_internal(
         });
     let shared = Arc::new(invoke::serve::Shared {
         internal: invoke::server::Internal::new(rt.invoker.clone()),
-        fallback,
+        fallback: invoke::serve::Fallback::new(fallback),
         in_flight: rt.in_flight.clone(),
     });
     let stop = rt.clone();

@@ -415,28 +415,30 @@ fn pool_key(address: &str, app_id: &str, namespace: &str) -> String {
     format!("{address}|{namespace}|{app_id}")
 }
 
+/// `body` as a stream's payload chunks of [`CHUNK_BYTES`], numbered from 0.
+fn payloads(body: &[u8]) -> impl Iterator<Item = StreamPayload> + '_ {
+    body.chunks(CHUNK_BYTES)
+        .enumerate()
+        .map(|(seq, data)| StreamPayload {
+            data: data.to_vec(),
+            seq: seq as u64,
+        })
+}
+
 /// A `CallLocalStream` request body: `request` and the first chunk of `body` in the first
 /// message, the other chunks after it. Encoded once per invocation, whatever the retries;
 /// `request` is moved into the message and back out, not copied.
 fn stream_request(request: &mut InternalInvokeRequest, body: &Bytes) -> Bytes {
+    let mut payloads = payloads(body);
     let mut messages = Vec::with_capacity(body.len() / CHUNK_BYTES + 1);
-    let mut chunks = body.chunks(CHUNK_BYTES).enumerate();
     messages.push(InternalInvokeRequestStream {
         request: Some(std::mem::take(request)),
-        payload: chunks.next().map(|(seq, data)| StreamPayload {
-            data: data.to_vec(),
-            seq: seq as u64,
-        }),
+        payload: payloads.next(),
     });
-    for (seq, data) in chunks {
-        messages.push(InternalInvokeRequestStream {
-            request: None,
-            payload: Some(StreamPayload {
-                data: data.to_vec(),
-                seq: seq as u64,
-            }),
-        });
-    }
+    messages.extend(payloads.map(|p| InternalInvokeRequestStream {
+        request: None,
+        payload: Some(p),
+    }));
     let encoded = grpc_frame::encode(&messages);
     *request = messages.swap_remove(0).request.unwrap_or_default();
     encoded

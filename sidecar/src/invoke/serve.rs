@@ -47,40 +47,16 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Call = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// What every connection of the server shares.
-pub struct Shared<F> {
+pub struct Shared {
     pub internal: Internal,
-    /// The service for every path but the internal API's two calls.
-    pub fallback: F,
+    pub fallback: Fallback,
     /// Counts the internal API's calls (`fallback` counts its own).
     pub in_flight: InFlight,
 }
 
-/// The service `fallback` must be.
-pub trait Fallback:
-    tower::Service<
-        http::Request<Body>,
-        Response = http::Response<Body>,
-        Error: Into<BoxError> + Send,
-        Future: Send + 'static,
-    > + Clone
-    + Send
-    + Sync
-    + 'static
-{
-}
-
-impl<S> Fallback for S where
-    S: tower::Service<
-            http::Request<Body>,
-            Response = http::Response<Body>,
-            Error: Into<BoxError> + Send,
-            Future: Send + 'static,
-        > + Clone
-        + Send
-        + Sync
-        + 'static
-{
-}
+/// The service for every path but the internal API's two calls.
+pub type Fallback =
+    tower::util::BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BoxError>;
 
 /// The caller of a connection, as a request extension for `fallback`: its certificate, and its
 /// SPIFFE id once an ACL has asked for it (parsed once per connection, not per call).
@@ -112,11 +88,10 @@ impl Caller {
 
 /// Accepts connections from `incoming` (each with the caller's certificate, if any) until
 /// `stopped()` resolves, then waits for the open connections to end gracefully.
-pub async fn serve<I, T, F, S, SF>(incoming: I, shared: Arc<Shared<F>>, stopped: S)
+pub async fn serve<I, T, S, SF>(incoming: I, shared: Arc<Shared>, stopped: S)
 where
     I: futures::Stream<Item = std::io::Result<(T, Option<CertificateDer<'static>>)>>,
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    F: Fallback,
     S: Fn() -> SF,
     SF: Future<Output = ()> + Send + 'static,
 {
@@ -143,14 +118,13 @@ where
 
 /// Serves one connection until it ends; once `stop` resolves, gracefully (GOAWAY, then the
 /// calls in flight finish).
-pub async fn connection<T, F>(
+pub async fn connection<T>(
     io: T,
     caller: Caller,
-    shared: Arc<Shared<F>>,
+    shared: Arc<Shared>,
     stop: impl Future<Output = ()>,
 ) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    F: Fallback,
 {
     let handshake = h2::server::Builder::new()
         .initial_window_size(STREAM_WINDOW)
@@ -206,8 +180,8 @@ pub async fn connection<T, F>(
 }
 
 /// One stream (one call) of a connection.
-async fn stream<F: Fallback>(
-    shared: Arc<Shared<F>>,
+async fn stream(
+    shared: Arc<Shared>,
     caller: Arc<Caller>,
     request: http::Request<h2::RecvStream>,
     mut respond: h2::server::SendResponse<Bytes>,
@@ -313,8 +287,8 @@ fn send_status(respond: &mut h2::server::SendResponse<Bytes>, status: Status) {
 }
 
 /// Any other call: through `service`, its request and response bodies streamed both ways.
-async fn fallback<F: Fallback>(
-    service: &F,
+async fn fallback(
+    service: &Fallback,
     caller: Arc<Caller>,
     request: http::Request<h2::RecvStream>,
     mut respond: h2::server::SendResponse<Bytes>,
@@ -329,7 +303,6 @@ async fn fallback<F: Fallback>(
     let response = match response {
         Ok(response) => response,
         Err(error) => {
-            let error: BoxError = error.into();
             send_status(&mut respond, Status::internal(error.to_string()));
             return;
         }
@@ -369,10 +342,26 @@ mod tests {
         port
     }
 
-    fn unimplemented() -> impl Fallback {
-        tower::service_fn(|_: http::Request<Body>| async {
-            Ok::<_, std::convert::Infallible>(Status::unimplemented("fallback").into_http())
-        })
+    /// `service` as a fallback.
+    fn boxed<S>(service: S) -> Fallback
+    where
+        S: tower::Service<
+                http::Request<Body>,
+                Response = http::Response<Body>,
+                Error = std::convert::Infallible,
+            > + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        Fallback::new(tower::ServiceExt::map_err(service, BoxError::from))
+    }
+
+    fn unimplemented() -> Fallback {
+        boxed(tower::service_fn(|_: http::Request<Body>| async {
+            Ok(Status::unimplemented("fallback").into_http())
+        }))
     }
 
     struct Server {
@@ -384,7 +373,7 @@ mod tests {
     }
 
     /// The server on a loopback port (plaintext), for an HTTP app on `app_port`.
-    async fn server(app_port: u16, fallback: impl Fallback) -> Server {
+    async fn server(app_port: u16, fallback: Fallback) -> Server {
         let mut settings = InvokeSettings::default();
         settings.app.port = Some(app_port);
         settings.app.protocol = "http".into();
@@ -604,7 +593,7 @@ mod tests {
             assert!(request.extensions().get::<Arc<Caller>>().is_some());
             Ok::<_, std::convert::Infallible>(http::Response::new(request.into_body()))
         });
-        let server = server(echo_app().await, echo).await;
+        let server = server(echo_app().await, boxed(echo)).await;
         let mut send = h2_client(&server.address).await.ready().await.unwrap();
         let (response, mut body) = send
             .send_request(grpc_request("/pkg.Echo/Chat"), false)
@@ -641,7 +630,7 @@ mod tests {
                 }
             })
         };
-        let server = server(echo_app().await, hold).await;
+        let server = server(echo_app().await, boxed(hold)).await;
         let mut send = h2_client(&server.address).await.ready().await.unwrap();
         let (response, _body) = send
             .send_request(grpc_request("/pkg.Slow/Wait"), true)
@@ -667,7 +656,7 @@ mod tests {
         let echo = tower::service_fn(|request: http::Request<Body>| async move {
             Ok::<_, std::convert::Infallible>(http::Response::new(request.into_body()))
         });
-        let server = server(echo_app().await, echo).await;
+        let server = server(echo_app().await, boxed(echo)).await;
         let peer = Peer::new(server.address.clone(), Transport::Plain);
         let encoded = stream_request(&mut request("orders"), &Bytes::from_static(b"a"));
         peer.call(CALL_LOCAL_STREAM, encoded.clone()).await.unwrap();

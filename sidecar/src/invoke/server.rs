@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use daprs_api::SpiffeId;
-use daprs_api::proto::common::{InvokeResponse, StreamPayload};
+use daprs_api::proto::common::InvokeResponse;
 use daprs_api::proto::internals::{
     ApiVersion, InternalInvokeRequest, InternalInvokeRequestStream, InternalInvokeResponse,
     InternalInvokeResponseStream, Status as InternalStatus,
@@ -82,24 +82,16 @@ impl Internal {
         }
         let mut response = self.handle(caller, header, body).await?;
         let header = response_header(&mut response, false);
+        let mut payloads = super::payloads(&response.body);
         let mut messages = Vec::with_capacity(response.body.len() / CHUNK_BYTES + 1);
-        let mut chunks = response.body.chunks(CHUNK_BYTES).enumerate();
         messages.push(InternalInvokeResponseStream {
             response: Some(header),
-            payload: chunks.next().map(|(seq, data)| StreamPayload {
-                data: data.to_vec(),
-                seq: seq as u64,
-            }),
+            payload: payloads.next(),
         });
-        for (seq, data) in chunks {
-            messages.push(InternalInvokeResponseStream {
-                response: None,
-                payload: Some(StreamPayload {
-                    data: data.to_vec(),
-                    seq: seq as u64,
-                }),
-            });
-        }
+        messages.extend(payloads.map(|p| InternalInvokeResponseStream {
+            response: None,
+            payload: Some(p),
+        }));
         Ok(daprs_api::grpc_frame::encode(&messages))
     }
 
