@@ -6,7 +6,8 @@
 //! the internal API, `CallLocalStream` and `CallLocal`, run in the connection's own task (on
 //! the default one-thread runtime; with worker threads each stream gets a task, so one busy
 //! connection can use them all): the request is read, the app called and the whole response
-//! (headers, messages and trailers) written in one go.
+//! (headers, messages and trailers) written in one go. A call the caller resets (its app went
+//! away, its deadline passed) is dropped, and the app call with it.
 //!
 //! Every other path (gRPC proxying to the app, unknown methods) goes to a tower service, the
 //! `fallback` (in-flight counting, the proxy, `Unimplemented` for the rest), through a small
@@ -192,7 +193,12 @@ async fn stream(
         _ => return fallback(&shared.fallback, caller, request, respond).await,
     };
     let _counted = shared.in_flight.enter();
-    let result = internal_call(&shared.internal, &caller, streaming, request.into_body()).await;
+    let result = tokio::select! {
+        result = internal_call(&shared.internal, &caller, streaming, request.into_body()) => result,
+        // The caller cancelled (its app went away, its deadline passed): so is the app call,
+        // as hyper's server and Dapr's do.
+        _ = std::future::poll_fn(|cx| respond.poll_reset(cx)) => return,
+    };
     match result {
         Ok(messages) => send_ok(&mut respond, messages),
         Err(status) => send_status(&mut respond, status),
@@ -370,6 +376,8 @@ mod tests {
         task: tokio::task::JoinHandle<()>,
         /// How many connections it has accepted.
         accepted: Arc<std::sync::atomic::AtomicUsize>,
+        /// The internal API's calls in flight.
+        in_flight: InFlight,
     }
 
     /// The server on a loopback port (plaintext), for an HTTP app on `app_port`.
@@ -387,10 +395,11 @@ mod tests {
             None,
             metrics,
         );
+        let in_flight = InFlight::default();
         let shared = Arc::new(Shared {
             internal: Internal::new(Arc::new(invoker)),
             fallback,
-            in_flight: InFlight::default(),
+            in_flight: in_flight.clone(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
@@ -411,6 +420,7 @@ mod tests {
             stop,
             task,
             accepted,
+            in_flight,
         }
     }
 
@@ -685,6 +695,48 @@ mod tests {
             1,
             "internal and proxied calls use one connection"
         );
+        server.stop.send(()).unwrap();
+        server.task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_call_stops_waiting_for_the_app() {
+        // An app that answers only when told to.
+        let release = Arc::new(tokio::sync::Notify::new());
+        let (arrived, mut arrivals) = tokio::sync::mpsc::channel::<()>(1);
+        let app = {
+            let release = release.clone();
+            axum::Router::new().fallback(move || {
+                let (release, arrived) = (release.clone(), arrived.clone());
+                async move {
+                    arrived.send(()).await.unwrap();
+                    release.notified().await;
+                    "late"
+                }
+            })
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let app_port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let server = server(app_port, unimplemented()).await;
+        let in_flight = server.in_flight.clone();
+        let mut send = h2_client(&server.address).await.ready().await.unwrap();
+        let (_response, mut body) = send
+            .send_request(grpc_request(CALL_LOCAL_STREAM), false)
+            .unwrap();
+        body.send_data(stream_request(&mut request("slow"), &Bytes::new()), true)
+            .unwrap();
+        arrivals.recv().await.unwrap();
+        assert_eq!(in_flight.count(), 1);
+        body.send_reset(h2::Reason::CANCEL);
+        tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while in_flight.count() != 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the cancelled call ends while the app still holds it");
+        release.notify_one();
         server.stop.send(()).unwrap();
         server.task.await.unwrap();
     }
