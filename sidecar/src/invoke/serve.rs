@@ -21,7 +21,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use daprs_api::grpc_frame::{self, FrameError};
 use daprs_api::proto::internals::{InternalInvokeRequest, InternalInvokeRequestStream};
 use futures::StreamExt;
@@ -243,24 +243,16 @@ async fn internal_call(
 
 /// A request body, whole; a body of one DATA frame is not copied.
 async fn read_body(mut body: h2::RecvStream) -> Result<Bytes, Status> {
-    let mut first = Bytes::new();
-    let mut joined = BytesMut::new();
+    let mut chunks = Vec::new();
     while let Some(chunk) = body.data().await {
         let chunk = chunk.map_err(|e| Status::cancelled(format!("reading the request: {e}")))?;
         let _ = body.flow_control().release_capacity(chunk.len());
-        if first.is_empty() && joined.is_empty() {
-            first = chunk;
-        } else {
-            if joined.is_empty() {
-                joined.extend_from_slice(&first);
-            }
-            joined.extend_from_slice(&chunk);
-        }
+        chunks.push(chunk);
     }
-    Ok(if joined.is_empty() {
-        first
-    } else {
-        joined.freeze()
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.swap_remove(0),
+        _ => chunks.concat().into(),
     })
 }
 

@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 
-use bytes::BytesMut;
 use daprs_api::SpiffeId;
 use daprs_api::proto::common::InvokeResponse;
 use daprs_api::proto::internals::{
@@ -49,37 +48,23 @@ impl Internal {
         let header = first
             .request
             .ok_or_else(|| Status::invalid_argument("the first message carries no request"))?;
-        let mut body = bytes::Bytes::new();
-        let mut next_seq = 0u64;
-        let mut payload = first.payload;
-        let mut joined: Option<BytesMut> = None;
-        loop {
-            if let Some(p) = payload.take() {
-                if p.seq != next_seq {
-                    return Err(Status::invalid_argument(format!(
-                        "payload chunk {} arrived where {next_seq} was expected",
-                        p.seq
-                    )));
-                }
-                next_seq += 1;
-                match joined.as_mut() {
-                    Some(joined) => joined.extend_from_slice(&p.data),
-                    None if body.is_empty() => body = bytes::Bytes::from(p.data),
-                    None => {
-                        let mut j = BytesMut::from(&body[..]);
-                        j.extend_from_slice(&p.data);
-                        joined = Some(j);
-                    }
-                }
+        let payloads = std::iter::once(first.payload).chain(messages.map(|m| m.payload));
+        let mut chunks = Vec::new();
+        for (expected, p) in payloads.flatten().enumerate() {
+            if p.seq != expected as u64 {
+                return Err(Status::invalid_argument(format!(
+                    "payload chunk {} arrived where {expected} was expected",
+                    p.seq
+                )));
             }
-            match messages.next() {
-                Some(m) => payload = m.payload,
-                None => break,
-            }
+            chunks.push(p.data);
         }
-        if let Some(joined) = joined {
-            body = joined.freeze();
-        }
+        // One chunk (a body up to 2 KB) is taken as it is, more are joined.
+        let body = match chunks.len() {
+            0 => bytes::Bytes::new(),
+            1 => chunks.swap_remove(0).into(),
+            _ => chunks.concat().into(),
+        };
         let mut response = self.handle(caller, header, body).await?;
         let header = response_header(&mut response, false);
         let mut payloads = super::payloads(&response.body);
