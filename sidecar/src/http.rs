@@ -44,10 +44,10 @@ pub struct Api {
 
 /// The HTTP API's service for `axum::serve` (see [`Api`]).
 pub fn service(rt: Shared) -> Api {
-    let access = ApiAccess::new(rt.configuration.api.as_ref());
+    let access = Arc::new(ApiAccess::new(rt.configuration.api.as_ref()));
     Api {
         invoke_allowed: access.http_allows(crate::api_access::INVOKE_ROUTE),
-        router: tower::util::MapRequest::new(router(rt.clone()), clean_path as fn(_) -> _),
+        router: tower::util::MapRequest::new(routes(rt.clone(), access), clean_path as fn(_) -> _),
         rt,
     }
 }
@@ -82,11 +82,17 @@ impl tower::Service<Request> for Api {
     }
 }
 
-/// The API router, path cleanup included (serve it with `into_make_service`). Routes the
-/// Configuration's `spec.api` turns off are served as unknown paths are.
+/// The API's routes, without the path cleanup and the invocation shortcut that [`service`]
+/// adds in front of them. Routes the Configuration's `spec.api` turns off are served as
+/// unknown paths are.
 pub fn router(rt: Shared) -> Router {
-    let max_body = rt.max_body_bytes;
     let access = Arc::new(ApiAccess::new(rt.configuration.api.as_ref()));
+    routes(rt, access)
+}
+
+/// [`router`] with the Configuration's `spec.api` already read.
+fn routes(rt: Shared, access: Arc<ApiAccess>) -> Router {
+    let max_body = rt.max_body_bytes;
     let (not_found, not_allowed) = (access.clone(), access.clone());
     let api = Router::new()
         .route("/v1.0/healthz", get(healthz))
