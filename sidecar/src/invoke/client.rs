@@ -153,9 +153,7 @@ impl Peer {
             .unwrap_or_else(|| Status::internal("the peer ended the call without a gRPC status"));
         ok_or(status, messages.freeze())
     }
-}
 
-impl Peer {
     /// Forwards a proxied gRPC call of any shape on this connection: the request's body is
     /// sent as it arrives (by a task of its own), and the response is returned as soon as its
     /// headers are in, with a body that streams the rest of the peer's answer.
