@@ -9,10 +9,14 @@
 //!
 //! - `tokio-mt`: a Tokio multi-thread runtime, one task per connection (as daprd is built);
 //! - `tokio-ct`: a Tokio current-thread runtime;
-//! - `threads`: blocking std sockets, one thread per connection, no event loop at all.
+//! - `threads`: blocking std sockets, one thread per connection, no event loop at all;
+//! - `tokio-ct + mTLS`: the current-thread relays, with the hop between them over mutual TLS
+//!   1.3 (rustls with the *ring* provider, as daprd; certificates from a throw-away CA), so
+//!   the cost of the encryption a sidecar cannot skip shows on its own.
 //!
 //! A sidecar cannot use less CPU per request than these relays, nor add less latency: the
-//! numbers are a floor for `invoke`'s targets on the machine that runs them.
+//! numbers are a floor for `invoke`'s targets on the machine that runs them. CPU is split
+//! into user and system (kernel) time.
 //! Tunables: FLOOR_SECONDS (default 10), FLOOR_RATE (1000), FLOOR_CONNECTIONS (16).
 //! Without `--bench` (as `cargo test --all-targets` runs it) it is a short smoke run that checks
 //! every reply.
@@ -23,18 +27,27 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 mod common;
-use common::{OpenLoop, cpu_ticks, env_or, pct};
+use common::{Cpu, OpenLoop, env_or, pct};
 
 const PAYLOAD_BYTES: usize = 1024;
-const KINDS: [&str; 3] = ["tokio-mt", "tokio-ct", "threads"];
+/// The ways of writing a relay, and how each is named in the table.
+const KINDS: [(&str, &str); 4] = [
+    ("tokio-mt", "tokio-mt"),
+    ("tokio-ct", "tokio-ct"),
+    ("threads", "threads"),
+    ("tls", "tokio-ct + mTLS"),
+];
 
 // ---- the relay process ------------------------------------------------------------------
 
-/// `floor relay <kind> <upstream>`: prints its port, then relays until killed.
-fn relay_main(kind: &str, upstream: SocketAddr) {
+/// `floor relay <kind> <upstream> <certificate dir>`: prints its port, then relays until
+/// killed. The `tls` kind comes as `tls-in` (accepts mutual TLS from the other relay) and
+/// `tls-out` (dials the other relay over mutual TLS), both with the certificates `main` wrote
+/// into the directory.
+fn relay_main(kind: &str, upstream: SocketAddr, tls_dir: &std::path::Path) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     println!("{}", listener.local_addr().unwrap().port());
     std::io::stdout().flush().unwrap();
@@ -43,8 +56,8 @@ fn relay_main(kind: &str, upstream: SocketAddr) {
             let (down, _) = listener.accept().unwrap();
             std::thread::spawn(move || relay_blocking(down, upstream));
         },
-        "tokio-ct" | "tokio-mt" => {
-            let runtime = if kind == "tokio-ct" {
+        "tokio-ct" | "tokio-mt" | "tls-in" | "tls-out" => {
+            let runtime = if kind != "tokio-mt" {
                 tokio::runtime::Builder::new_current_thread()
             } else {
                 tokio::runtime::Builder::new_multi_thread()
@@ -52,12 +65,30 @@ fn relay_main(kind: &str, upstream: SocketAddr) {
             .enable_all()
             .build()
             .unwrap();
+            let tls = kind.starts_with("tls").then(|| tls::configs(tls_dir));
             runtime.block_on(async move {
                 listener.set_nonblocking(true).unwrap();
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 loop {
                     let (down, _) = listener.accept().await.unwrap();
-                    tokio::spawn(relay_async(down, upstream));
+                    down.set_nodelay(true).unwrap();
+                    let up = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                    up.set_nodelay(true).unwrap();
+                    match (kind, &tls) {
+                        ("tls-in", Some((server, _))) => {
+                            let down = server.accept(down).await.unwrap();
+                            tokio::spawn(relay_async(down, up));
+                        }
+                        ("tls-out", Some((_, client))) => {
+                            let name =
+                                rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                            let up = client.connect(name, up).await.unwrap();
+                            tokio::spawn(relay_async(down, up));
+                        }
+                        _ => {
+                            tokio::spawn(relay_async(down, up));
+                        }
+                    }
                 }
             });
         }
@@ -89,28 +120,92 @@ fn read_frame_blocking(s: &mut TcpStream, buf: &mut [u8]) -> Option<usize> {
     Some(len)
 }
 
-async fn read_frame(s: &mut tokio::net::TcpStream, buf: &mut [u8]) -> Option<usize> {
+async fn read_frame(s: &mut (impl AsyncRead + Unpin), buf: &mut [u8]) -> Option<usize> {
     s.read_exact(&mut buf[..4]).await.ok()?;
     let len = 4 + u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
     s.read_exact(&mut buf[4..len]).await.ok()?;
     Some(len)
 }
 
-async fn relay_async(mut down: tokio::net::TcpStream, upstream: SocketAddr) {
-    let mut up = tokio::net::TcpStream::connect(upstream).await.unwrap();
-    down.set_nodelay(true).unwrap();
-    up.set_nodelay(true).unwrap();
+async fn relay_async(
+    mut down: impl AsyncRead + AsyncWrite + Unpin,
+    mut up: impl AsyncRead + AsyncWrite + Unpin,
+) {
     let mut buf = vec![0u8; 4 + PAYLOAD_BYTES * 64];
     while let Some(n) = read_frame(&mut down, &mut buf).await {
-        if up.write_all(&buf[..n]).await.is_err() {
+        // `flush` hands a TLS stream's records to the socket; a plain one has none.
+        if up.write_all(&buf[..n]).await.is_err() || up.flush().await.is_err() {
             return;
         }
         let Some(n) = read_frame(&mut up, &mut buf).await else {
             return;
         };
-        if down.write_all(&buf[..n]).await.is_err() {
+        if down.write_all(&buf[..n]).await.is_err() || down.flush().await.is_err() {
             return;
         }
+    }
+}
+
+/// The `tls` relays' mutual TLS 1.3, as daprd sets it up: rustls over *ring*, client
+/// certificates required and checked against the CA.
+mod tls {
+    use std::sync::Arc;
+
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    /// Writes a throw-away CA and one certificate (`localhost`, for client and server use)
+    /// signed by it into `dir`, for the relays to read.
+    pub fn make(dir: &std::path::Path) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        leaf.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = leaf.signed_by(&key, &issuer).unwrap();
+        std::fs::write(dir.join("ca"), ca_cert.der()).unwrap();
+        std::fs::write(dir.join("cert"), cert.der()).unwrap();
+        std::fs::write(dir.join("key"), key.serialize_der()).unwrap();
+    }
+
+    /// The acceptor and connector built from what [`make`] wrote into `dir`.
+    pub fn configs(
+        dir: &std::path::Path,
+    ) -> (tokio_rustls::TlsAcceptor, tokio_rustls::TlsConnector) {
+        let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+        let chain = vec![CertificateDer::from(read("cert"))];
+        let key = || PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(read("key")));
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from(read("ca"))).unwrap();
+        let roots = Arc::new(roots);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            roots.clone(),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain.clone(), key())
+            .unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key())
+            .unwrap();
+        (
+            tokio_rustls::TlsAcceptor::from(Arc::new(server)),
+            tokio_rustls::TlsConnector::from(Arc::new(client)),
+        )
     }
 }
 
@@ -122,9 +217,10 @@ impl Drop for Relay {
     }
 }
 
-fn spawn_relay(kind: &str, upstream: SocketAddr) -> (Relay, SocketAddr) {
+fn spawn_relay(kind: &str, upstream: SocketAddr, tls_dir: &std::path::Path) -> (Relay, SocketAddr) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["relay", kind, &upstream.to_string()])
+        .arg(tls_dir)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -200,7 +296,11 @@ async fn fixed_rate(target: SocketAddr, rate: u64, seconds: f64, connections: u6
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("relay") {
-        relay_main(&args[2], args[3].parse().unwrap());
+        relay_main(
+            &args[2],
+            args[3].parse().unwrap(),
+            std::path::Path::new(&args[4]),
+        );
         return;
     }
     let bench = args.iter().any(|a| a == "--bench");
@@ -213,6 +313,8 @@ fn main() {
     } else {
         (200, 0.25, 4)
     };
+    let tls_dir = tempfile::tempdir().unwrap();
+    tls::make(tls_dir.path());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -225,25 +327,29 @@ fn main() {
         );
         println!("| relay | direct p50 / p90 / p99 ms | via two relays p50 / p90 / p99 ms | added p50 / p90 / p99 ms | caller relay CPU | callee relay CPU |");
         println!("|---|---|---|---|---|---|");
-        for kind in KINDS {
-            let (callee, callee_addr) = spawn_relay(kind, echo);
-            let (caller, caller_addr) = spawn_relay(kind, callee_addr);
+        for (kind, name) in KINDS {
+            let (callee_kind, caller_kind) = match kind {
+                "tls" => ("tls-in", "tls-out"),
+                other => (other, other),
+            };
+            let (callee, callee_addr) = spawn_relay(callee_kind, echo, tls_dir.path());
+            let (caller, caller_addr) = spawn_relay(caller_kind, callee_addr, tls_dir.path());
             // Warm up both paths (connections, the relays' runtimes).
             fixed_rate(echo, rate, seconds.min(1.0), connections).await;
             fixed_rate(caller_addr, rate, seconds.min(1.0), connections).await;
             let direct = fixed_rate(echo, rate, seconds, connections).await;
-            let ticks = (cpu_ticks(caller.0.id()), cpu_ticks(callee.0.id()));
+            let before = (Cpu::of(caller.0.id()), Cpu::of(callee.0.id()));
             let started = Instant::now();
             let relayed = fixed_rate(caller_addr, rate, seconds, connections).await;
             let elapsed = started.elapsed().as_secs_f64();
-            let mcpu = |before: u64, pid: u32| (cpu_ticks(pid) - before) as f64 * 10.0 / elapsed;
+            let cpu = |before: Cpu, pid: u32| Cpu::of(pid).since(before).describe(elapsed);
             let (d, r) = (&direct, &relayed);
             println!(
-                "| {kind} | {:.3} / {:.3} / {:.3} | {:.3} / {:.3} / {:.3} | {:.3} / {:.3} / {:.3} | {:.0} mCPU | {:.0} mCPU |",
+                "| {name} | {:.3} / {:.3} / {:.3} | {:.3} / {:.3} / {:.3} | {:.3} / {:.3} / {:.3} | {} | {} |",
                 pct(d, 0.5), pct(d, 0.9), pct(d, 0.99),
                 pct(r, 0.5), pct(r, 0.9), pct(r, 0.99),
                 pct(r, 0.5) - pct(d, 0.5), pct(r, 0.9) - pct(d, 0.9), pct(r, 0.99) - pct(d, 0.99),
-                mcpu(ticks.0, caller.0.id()), mcpu(ticks.1, callee.0.id()),
+                cpu(before.0, caller.0.id()), cpu(before.1, callee.0.id()),
             );
             assert_eq!(relayed.len(), direct.len(), "every request through the relays was answered");
         }

@@ -4,7 +4,8 @@
 //! so a stall is not hidden; the others from when they are sent, so the timer's up-to-1 ms
 //! lateness in waking the load generator is not counted), first
 //! straight to the app, then app -> daprd -> mTLS -> daprd -> app, in the same run. Reports
-//! p50/p90/p99 of both and the added latency, plus CPU (mCPU over the run) and RSS of each
+//! p50/p90/p99 of both and the added latency, plus CPU (mCPU over the run, split into user
+//! and system time) and RSS of each
 //! sidecar (sampled every 100 ms during the run: mean and maximum; and the process's peak),
 //! and the machine's load average before and after (other work on the machine skews the
 //! numbers). sentry runs in-process; the sidecars are the release `daprd` binary.
@@ -23,7 +24,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{OpenLoop, cpu_ticks, env_or, pct};
+use common::{Cpu, OpenLoop, env_or, pct};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -289,14 +290,14 @@ async fn run() {
     let _ = fixed_rate(&direct, 200, 1, connections).await;
 
     let load_before = loadavg();
-    let own0 = cpu_ticks(std::process::id());
+    let own0 = Cpu::of(std::process::id());
     let direct_run = fixed_rate(&direct, rate, seconds, connections).await;
-    let own_ticks = cpu_ticks(std::process::id()) - own0;
-    let (c0, s0) = (cpu_ticks(caller.0.id()), cpu_ticks(callee.0.id()));
+    let own = Cpu::of(std::process::id()).since(own0);
+    let (c0, s0) = (Cpu::of(caller.0.id()), Cpu::of(callee.0.id()));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = sample_rss(vec![caller.0.id(), callee.0.id()], stop.clone());
     let via_run = fixed_rate(&via, rate, seconds, connections).await;
-    let (c1, s1) = (cpu_ticks(caller.0.id()), cpu_ticks(callee.0.id()));
+    let (c1, s1) = (Cpu::of(caller.0.id()), Cpu::of(callee.0.id()));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let rss = sampler.join().unwrap();
     let load_after = loadavg();
@@ -305,7 +306,6 @@ async fn run() {
         .map(|pid| (status_kib(*pid, "RssAnon:"), status_kib(*pid, "RssFile:")))
         .collect();
     let secs = via_run.elapsed.as_secs_f64();
-    let mcpu = |t: u64| t as f64 * 10.0 / secs; // 100 ticks/s -> 1 tick = 10 ms
 
     println!(
         "service invocation, {rate} req/s, 1 KB POST, {connections} connections, {seconds} s each, open loop"
@@ -340,21 +340,23 @@ async fn run() {
         pct(&via_run.latencies_us, 0.9) - pct(&direct_run.latencies_us, 0.9),
         pct(&via_run.latencies_us, 0.99) - pct(&direct_run.latencies_us, 0.99)
     );
-    for (((name, p, ticks), (rss_mean, rss_max)), (anon, file)) in
-        [("caller", &caller, c1 - c0), ("callee", &callee, s1 - s0)]
-            .into_iter()
-            .zip(rss)
-            .zip(rss_split)
+    for (((name, p, cpu), (rss_mean, rss_max)), (anon, file)) in [
+        ("caller", &caller, c1.since(c0)),
+        ("callee", &callee, s1.since(s0)),
+    ]
+    .into_iter()
+    .zip(rss)
+    .zip(rss_split)
     {
         println!(
-            "{name} daprd: CPU {:.0} mCPU; RSS during the run mean {rss_mean} KiB, max {rss_max} KiB (process peak {} KiB; at the end {anon} KiB anonymous, {file} KiB file-backed)",
-            mcpu(ticks),
+            "{name} daprd: CPU {}; RSS during the run mean {rss_mean} KiB, max {rss_max} KiB (process peak {} KiB; at the end {anon} KiB anonymous, {file} KiB file-backed)",
+            cpu.describe(secs),
             status_kib(p.0.id(), "VmHWM:")
         );
     }
     println!(
         "for scale: this process (load generator and echo app, plain HTTP) used {:.0} mCPU during the direct run",
-        own_ticks as f64 * 10.0 / direct_run.elapsed.as_secs_f64()
+        own.mcpu(direct_run.elapsed.as_secs_f64())
     );
     assert!(
         !via_run.latencies_us.is_empty() && !direct_run.latencies_us.is_empty(),

@@ -8,19 +8,56 @@ pub fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// utime + stime of a process in clock ticks (100 per second on Linux); 0 when it is gone.
-pub fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let get = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // Fields after the command: state(0) ... utime(11) stime(12).
-    get(11) + get(12)
+/// CPU time a process has used, in clock ticks (100 per second on Linux): user (`utime`)
+/// and system (`stime`, the kernel working for it: system calls, wake-ups, the loopback
+/// network path). Zero when the process is gone.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cpu {
+    pub user: u64,
+    pub system: u64,
+}
+
+impl Cpu {
+    pub fn of(pid: u32) -> Self {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let get = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        // Fields after the command: state(0) ... utime(11) stime(12).
+        Self {
+            user: get(11),
+            system: get(12),
+        }
+    }
+
+    /// What was used since `before`.
+    pub fn since(self, before: Cpu) -> Cpu {
+        Cpu {
+            user: self.user.saturating_sub(before.user),
+            system: self.system.saturating_sub(before.system),
+        }
+    }
+
+    /// The whole, in mCPU over `seconds`.
+    pub fn mcpu(self, seconds: f64) -> f64 {
+        (self.user + self.system) as f64 * 10.0 / seconds // 1 tick = 10 ms
+    }
+
+    /// `"84 mCPU (user 30, system 54)"` over `seconds`.
+    pub fn describe(self, seconds: f64) -> String {
+        let m = |t: u64| t as f64 * 10.0 / seconds;
+        format!(
+            "{:.0} mCPU (user {:.0}, system {:.0})",
+            self.mcpu(seconds),
+            m(self.user),
+            m(self.system)
+        )
+    }
 }
 
 /// The open-loop schedule of one load connection: its requests evenly spaced, the
