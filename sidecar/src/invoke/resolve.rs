@@ -9,11 +9,14 @@
 //!   `{"address": "127.0.0.1:47321", "pid": 1234}`. Each daprd writes its own file when its
 //!   internal server listens and removes it when it stops; an entry whose process is gone is
 //!   ignored. No multicast is needed, so it works on any laptop. A resolved entry is
-//!   remembered, with its file's modification
-//!   time, for [`REGISTRY_CACHE_TTL`] (reading and parsing the file and checking the process
-//!   cost several system calls per call otherwise): a call then only looks at the file's
-//!   metadata, so a rewritten entry is seen at once; it is forgotten when a call to it fails
-//!   ([`Resolver::forget`]).
+//!   remembered for [`REGISTRY_CACHE_TTL`] (reading and parsing the file and checking the
+//!   process cost several system calls per call otherwise). The registry directory is watched
+//!   (inotify on Linux): any change in it (a daprd starting, stopping or re-registering)
+//!   forgets everything remembered, so a call needs no system call at all and still sees a
+//!   rewritten entry as soon as the file system reports it. Where the directory cannot be
+//!   watched, each call looks at the entry file's metadata instead, and a changed length or
+//!   modification time makes it read again. Either way an entry is forgotten when a call to
+//!   it fails ([`Resolver::forget`]).
 //! - `mdns` (self-hosted, by Configuration `spec.nameResolution.component: mdns`): Dapr's
 //!   default self-hosted resolver, on the wire as Dapr does it (see [`super::mdns`]), so a
 //!   real Dapr daprd and ours find each other. Namespaces play no part in it (as in Dapr).
@@ -27,6 +30,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -35,15 +39,43 @@ use serde::{Deserialize, Serialize};
 /// How long a registry entry, once read, is used without reading it again.
 pub const REGISTRY_CACHE_TTL: Duration = Duration::from_secs(1);
 
-/// Registry entries recently read: `(namespace, app id)` to the address, the file's
-/// modification time, and when it was read.
-#[derive(Debug, Clone, Default)]
-pub struct RegistryCache(Arc<Mutex<HashMap<AppKey, Cached>>>);
+/// Registry entries recently read, by namespace and app id, and the watch on the registry
+/// directory that tells when to forget them. Cloning shares it.
+#[derive(Clone)]
+pub struct RegistryCache(Arc<CacheInner>);
+
+struct CacheInner {
+    entries: Mutex<HashMap<String, HashMap<String, Cached>>>,
+    /// Set up at the first call that finds the directory: `Some` while it is watched, `None`
+    /// where it cannot be (entries are then checked against their file's metadata).
+    watch: OnceLock<Option<Watch>>,
+    /// How long an entry is used without reading it again ([`REGISTRY_CACHE_TTL`]).
+    ttl: Duration,
+    /// Entry files read so far.
+    reads: AtomicU64,
+}
+
+impl Default for RegistryCache {
+    fn default() -> Self {
+        Self::with_ttl(REGISTRY_CACHE_TTL)
+    }
+}
+
+impl std::fmt::Debug for RegistryCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryCache")
+            .field("watched", &self.0.watch.get().map(Option::is_some))
+            .finish_non_exhaustive()
+    }
+}
 
 #[derive(Debug, Clone)]
 struct Cached {
     address: String,
+    /// The file's metadata when read (checked only where the directory is not watched).
     version: FileVersion,
+    /// The watch's generation when read: a later change in the directory makes it stale.
+    generation: u64,
     read: Instant,
 }
 
@@ -54,33 +86,132 @@ struct FileVersion {
     len: u64,
 }
 
-/// `(namespace, app id)`.
-type AppKey = (String, String);
+impl FileVersion {
+    fn of(file: &Path) -> std::io::Result<Self> {
+        let m = std::fs::metadata(file)?;
+        Ok(FileVersion {
+            modified: m.modified().ok(),
+            len: m.len(),
+        })
+    }
+}
+
+/// The registry directory's watcher and the count of changes it has seen.
+struct Watch {
+    _watcher: notify::RecommendedWatcher,
+    generation: Arc<AtomicU64>,
+}
+
+impl Watch {
+    /// Watches `dir` and everything below it; every event but a read bumps the generation
+    /// (an error too: events may have been lost).
+    fn start(dir: &Path) -> notify::Result<Watch> {
+        use notify::Watcher as _;
+        let generation = Arc::new(AtomicU64::new(0));
+        let bump = generation.clone();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if !event.is_ok_and(|e| e.kind.is_access()) {
+                    bump.fetch_add(1, Ordering::SeqCst);
+                }
+            })?;
+        watcher.watch(dir, notify::RecursiveMode::Recursive)?;
+        Ok(Watch {
+            _watcher: watcher,
+            generation,
+        })
+    }
+}
 
 impl RegistryCache {
-    fn get(&self, app_id: &str, namespace: &str, version: &FileVersion) -> Option<String> {
-        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&(namespace.to_owned(), app_id.to_owned()))
-            .filter(|c| c.version == *version && c.read.elapsed() < REGISTRY_CACHE_TTL)
+    fn with_ttl(ttl: Duration) -> Self {
+        RegistryCache(Arc::new(CacheInner {
+            entries: Mutex::default(),
+            watch: OnceLock::new(),
+            ttl,
+            reads: AtomicU64::new(0),
+        }))
+    }
+
+    /// The watch on `dir`, set up at the first call that finds `dir`; `None` if it cannot be
+    /// (logged once).
+    fn watch(&self, dir: &Path) -> Option<&Watch> {
+        if self.0.watch.get().is_none() && !dir.is_dir() {
+            return None;
+        }
+        self.0
+            .watch
+            .get_or_init(|| match Watch::start(dir) {
+                Ok(watch) => Some(watch),
+                Err(error) => {
+                    tracing::info!(dir = %dir.display(), %error, "cannot watch the registry directory; each invocation checks its peer's entry file instead");
+                    None
+                }
+            })
+            .as_ref()
+    }
+
+    /// The current generation, or `None` while the directory is not (yet) watched.
+    fn generation(&self) -> Option<u64> {
+        self.0
+            .watch
+            .get()?
+            .as_ref()
+            .map(|w| w.generation.load(Ordering::SeqCst))
+    }
+
+    /// A remembered address still good: read within the cache time and, where watched, with no
+    /// change in the directory since; elsewhere with the file's `version` unchanged.
+    fn get(
+        &self,
+        app_id: &str,
+        namespace: &str,
+        generation: Option<u64>,
+        version: Option<&FileVersion>,
+    ) -> Option<String> {
+        let map = self.0.entries.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(namespace)?
+            .get(app_id)
+            .filter(|c| {
+                c.read.elapsed() < self.0.ttl
+                    && match (generation, version) {
+                        (Some(g), _) => c.generation == g,
+                        (None, Some(v)) => c.version == *v,
+                        (None, None) => false,
+                    }
+            })
             .map(|c| c.address.clone())
     }
 
-    fn put(&self, app_id: &str, namespace: &str, address: &str, version: FileVersion) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(
-            (namespace.to_owned(), app_id.to_owned()),
-            Cached {
-                address: address.to_owned(),
-                version,
-                read: Instant::now(),
-            },
-        );
+    fn put(&self, app_id: &str, namespace: &str, address: &str, cached: (FileVersion, u64)) {
+        let (version, generation) = cached;
+        self.0
+            .entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(namespace.to_owned())
+            .or_default()
+            .insert(
+                app_id.to_owned(),
+                Cached {
+                    address: address.to_owned(),
+                    version,
+                    generation,
+                    read: Instant::now(),
+                },
+            );
     }
 
     fn forget(&self, app_id: &str, namespace: &str) {
-        self.0
+        if let Some(apps) = self
+            .0
+            .entries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&(namespace.to_owned(), app_id.to_owned()));
+            .get_mut(namespace)
+        {
+            apps.remove(app_id);
+        }
     }
 }
 
@@ -212,21 +343,28 @@ impl Resolver {
                 "{app_id}-dapr.{namespace}.svc.{cluster_domain}:{port}"
             )),
             Resolver::Registry { dir, cache } => {
+                let generation = cache.generation();
+                if generation.is_some()
+                    && let Some(address) = cache.get(app_id, namespace, generation, None)
+                {
+                    return Ok(address);
+                }
                 let file = entry_path(dir, app_id, namespace);
                 let not_registered = || ResolveError::NotRegistered {
                     app_id: app_id.to_owned(),
                     namespace: namespace.to_owned(),
                     dir: dir.display().to_string(),
                 };
-                let version = std::fs::metadata(&file)
-                    .map(|m| FileVersion {
-                        modified: m.modified().ok(),
-                        len: m.len(),
-                    })
-                    .map_err(|_| not_registered())?;
-                if let Some(address) = cache.get(app_id, namespace, &version) {
+                // The generation before the file is read: a change while reading it leaves
+                // what is remembered stale at once.
+                let generation = cache
+                    .watch(dir)
+                    .map(|w| w.generation.load(Ordering::SeqCst));
+                let version = FileVersion::of(&file).map_err(|_| not_registered())?;
+                if let Some(address) = cache.get(app_id, namespace, generation, Some(&version)) {
                     return Ok(address);
                 }
+                cache.0.reads.fetch_add(1, Ordering::Relaxed);
                 let text = std::fs::read(&file).map_err(|_| not_registered())?;
                 let entry: Entry =
                     serde_json::from_slice(&text).map_err(|e| ResolveError::BadEntry {
@@ -236,7 +374,13 @@ impl Resolver {
                 if !process_alive(entry.pid) {
                     return Err(not_registered());
                 }
-                cache.put(app_id, namespace, &entry.address, version);
+                // Unwatched, the generation stays 0 and only the version counts.
+                cache.put(
+                    app_id,
+                    namespace,
+                    &entry.address,
+                    (version, generation.unwrap_or(0)),
+                );
                 Ok(entry.address)
             }
         }
@@ -338,7 +482,11 @@ mod tests {
     #[tokio::test]
     async fn registry_round_trip_and_stale_entries() {
         let dir = tempfile::tempdir().unwrap();
-        let r = Resolver::registry(dir.path().to_owned());
+        let cache = RegistryCache::default();
+        let r = Resolver::Registry {
+            dir: dir.path().to_owned(),
+            cache: cache.clone(),
+        };
         let err = r
             .resolve("orders", "default")
             .await
@@ -354,7 +502,9 @@ mod tests {
             "127.0.0.1:47001"
         );
         // A dead process's entry is ignored.
+        let generation = cache.generation().unwrap();
         std::fs::write(&file, r#"{"address":"127.0.0.1:1","pid":4000000000}"#).unwrap();
+        changed_since(&cache, generation).await;
         assert!(r.resolve("orders", "default").await.is_err());
         // Only our own entry is removed.
         unregister(&file);
@@ -364,10 +514,100 @@ mod tests {
         assert!(!file.exists());
     }
 
+    /// Waits (up to 10 s) until the registry's watch has reported a change since `before`.
+    async fn changed_since(cache: &RegistryCache, before: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cache.generation() == Some(before) {
+            assert!(
+                Instant::now() < deadline,
+                "the watch never reported the change"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     #[tokio::test]
-    async fn registry_entries_are_remembered_until_their_file_changes() {
+    async fn watched_registry_entries_are_remembered_until_the_directory_changes() {
         let dir = tempfile::tempdir().unwrap();
-        let r = Resolver::registry(dir.path().to_owned());
+        // A cache time far longer than the test: only the watch can make it read again.
+        let cache = RegistryCache::with_ttl(Duration::from_secs(3600));
+        let r = Resolver::Registry {
+            dir: dir.path().to_owned(),
+            cache: cache.clone(),
+        };
+        let file = r
+            .register("orders", "default", "127.0.0.1:47001")
+            .unwrap()
+            .unwrap();
+        let entry =
+            |address: &str| format!(r#"{{"address":"{address}","pid":{}}}"#, std::process::id());
+        let resolve = || r.resolve("orders", "default");
+        assert_eq!(resolve().await.unwrap(), "127.0.0.1:47001");
+        let reads = || cache.0.reads.load(Ordering::Relaxed);
+        assert_eq!(reads(), 1);
+        assert!(cache.generation().is_some(), "the directory is watched");
+
+        // Nothing changed: the remembered address, without reading the file.
+        for _ in 0..3 {
+            assert_eq!(resolve().await.unwrap(), "127.0.0.1:47001");
+        }
+        assert_eq!(reads(), 1);
+
+        // A rewritten entry is read again once the watch reports it, even with the same
+        // length and modification time.
+        let generation = cache.generation().unwrap();
+        let modified = std::fs::metadata(&file).unwrap().modified().unwrap();
+        std::fs::write(&file, entry("127.0.0.2:47001")).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(modified)
+            .unwrap();
+        changed_since(&cache, generation).await;
+        assert_eq!(resolve().await.unwrap(), "127.0.0.2:47001");
+        assert_eq!(reads(), 2);
+
+        // A change anywhere in the registry (another app in another namespace registering)
+        // is enough to read it again; a removed entry is then no longer found.
+        let generation = cache.generation().unwrap();
+        let other = r
+            .register("billing", "shop", "127.0.0.3:47001")
+            .unwrap()
+            .unwrap();
+        changed_since(&cache, generation).await;
+        assert_eq!(resolve().await.unwrap(), "127.0.0.2:47001");
+        assert_eq!(reads(), 3);
+        assert_eq!(
+            r.resolve("billing", "shop").await.unwrap(),
+            "127.0.0.3:47001"
+        );
+        let generation = cache.generation().unwrap();
+        unregister(&file);
+        changed_since(&cache, generation).await;
+        let err = resolve().await.unwrap_err().to_string();
+        assert!(err.contains("not registered"), "{err}");
+        unregister(&other);
+
+        // A failed call forgets the entry too.
+        r.register("orders", "default", "127.0.0.4:47001").unwrap();
+        let read = reads();
+        assert_eq!(resolve().await.unwrap(), "127.0.0.4:47001");
+        r.forget("orders", "default");
+        assert_eq!(resolve().await.unwrap(), "127.0.0.4:47001");
+        assert!(reads() > read + 1, "read again after forget");
+    }
+
+    #[tokio::test]
+    async fn unwatched_registry_entries_are_remembered_until_their_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = RegistryCache::default();
+        // As where the directory cannot be watched.
+        assert!(cache.0.watch.set(None).is_ok());
+        let r = Resolver::Registry {
+            dir: dir.path().to_owned(),
+            cache,
+        };
         let file = r
             .register("orders", "default", "127.0.0.1:47001")
             .unwrap()
