@@ -290,7 +290,11 @@ impl Layer {
         match peer.forward(std::mem::take(request)).await {
             Ok(response) => Ok(response),
             Err(status) => {
-                invoker.drop_connection(&address, app_id, namespace);
+                // Only a lost connection (or one never made) is given up; one stream's reset
+                // leaves the connection to the calls it carries.
+                if status.code() == tonic::Code::Unavailable {
+                    invoker.drop_connection(&address, app_id, namespace);
+                }
                 Err(failed(status.message().to_owned()))
             }
         }
@@ -330,6 +334,8 @@ fn caller_of(headers: &HeaderMap) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::invoke::{InvokeSettings, resolve::Resolver};
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
     fn services_and_targets() {
@@ -356,5 +362,78 @@ mod tests {
         h.insert(trace::GRPC_TRACE_BIN, HeaderValue::from_str(&bin).unwrap());
         complete_trace_context(&mut h);
         assert_eq!(h[trace::TRACEPARENT], TP);
+    }
+
+    /// A target sidecar speaking plain HTTP/2 that resets every stream for `/pkg.Flaky/Reset`
+    /// before answering and answers every other call with gRPC status 0; counts connections.
+    async fn flaky_sidecar() -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counted = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut connection = h2::server::handshake(tcp).await.unwrap();
+                    while let Some(Ok((request, mut respond))) = connection.accept().await {
+                        if request.uri().path() == "/pkg.Flaky/Reset" {
+                            respond.send_reset(h2::Reason::INTERNAL_ERROR);
+                        } else {
+                            let answer = http::Response::builder()
+                                .header("content-type", "application/grpc")
+                                .header("grpc-status", "0")
+                                .body(())
+                                .unwrap();
+                            respond.send_response(answer, true).unwrap();
+                        }
+                    }
+                });
+            }
+        });
+        (address, accepted)
+    }
+
+    fn call(path: &str) -> http::Request<Body> {
+        http::Request::builder()
+            .uri(format!("http://localhost{path}"))
+            .header("content-type", "application/grpc")
+            .header(APP_ID_METADATA, "target")
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_reset_stream_keeps_the_connection_for_the_next_call() {
+        let (address, accepted) = flaky_sidecar().await;
+        let registry = tempfile::tempdir().unwrap();
+        let resolver = Resolver::registry(registry.path().to_owned());
+        resolver.register("target", "default", &address).unwrap();
+        let settings = InvokeSettings {
+            resolver,
+            ..Default::default()
+        };
+        let invoker = Invoker::new(
+            "caller".into(),
+            "default".into(),
+            settings,
+            Default::default(),
+            None,
+            Arc::new(crate::metrics::Metrics::new("caller")),
+        );
+        let layer = Layer::api(Arc::new(invoker), None);
+
+        let reset = layer.proxy(call("/pkg.Flaky/Reset")).await;
+        let status = tonic::Status::from_header_map(reset.headers()).unwrap();
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert!(status.message().contains("target"), "{status:?}");
+        let ok = layer.proxy(call("/pkg.Flaky/Ok")).await;
+        assert_eq!(ok.headers()["grpc-status"], "0");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "the second call went over the same connection"
+        );
     }
 }
