@@ -514,6 +514,23 @@ mod tests {
         assert!(!file.exists());
     }
 
+    /// An entry of this process at `address`, as `register` writes it.
+    fn entry(address: &str) -> String {
+        format!(r#"{{"address":"{address}","pid":{}}}"#, std::process::id())
+    }
+
+    /// Rewrites the entry `file` with `address`, then sets its modification time back to
+    /// `modified`.
+    fn rewrite_keeping_time(file: &Path, address: &str, modified: SystemTime) {
+        std::fs::write(file, entry(address)).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(file)
+            .unwrap()
+            .set_modified(modified)
+            .unwrap();
+    }
+
     /// Waits (up to 10 s) until the registry's watch has reported a change since `before`.
     async fn changed_since(cache: &RegistryCache, before: u64) {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -539,8 +556,6 @@ mod tests {
             .register("orders", "default", "127.0.0.1:47001")
             .unwrap()
             .unwrap();
-        let entry =
-            |address: &str| format!(r#"{{"address":"{address}","pid":{}}}"#, std::process::id());
         let resolve = || r.resolve("orders", "default");
         assert_eq!(resolve().await.unwrap(), "127.0.0.1:47001");
         let reads = || cache.0.reads.load(Ordering::Relaxed);
@@ -557,13 +572,7 @@ mod tests {
         // length and modification time.
         let generation = cache.generation().unwrap();
         let modified = std::fs::metadata(&file).unwrap().modified().unwrap();
-        std::fs::write(&file, entry("127.0.0.2:47001")).unwrap();
-        std::fs::File::options()
-            .write(true)
-            .open(&file)
-            .unwrap()
-            .set_modified(modified)
-            .unwrap();
+        rewrite_keeping_time(&file, "127.0.0.2:47001", modified);
         changed_since(&cache, generation).await;
         assert_eq!(resolve().await.unwrap(), "127.0.0.2:47001");
         assert_eq!(reads(), 2);
@@ -612,8 +621,6 @@ mod tests {
             .register("orders", "default", "127.0.0.1:47001")
             .unwrap()
             .unwrap();
-        let entry =
-            |address: &str| format!(r#"{{"address":"{address}","pid":{}}}"#, std::process::id());
         assert_eq!(
             r.resolve("orders", "default").await.unwrap(),
             "127.0.0.1:47001"
@@ -628,13 +635,7 @@ mod tests {
 
         // Same length and time as what was read: the remembered address is used...
         let modified = std::fs::metadata(&file).unwrap().modified().unwrap();
-        std::fs::write(&file, entry("127.0.0.20:47001")).unwrap();
-        std::fs::File::options()
-            .write(true)
-            .open(&file)
-            .unwrap()
-            .set_modified(modified)
-            .unwrap();
+        rewrite_keeping_time(&file, "127.0.0.20:47001", modified);
         assert_eq!(
             r.resolve("orders", "default").await.unwrap(),
             "127.0.0.10:47001"
@@ -646,13 +647,7 @@ mod tests {
             "127.0.0.20:47001"
         );
         // or the cache time passes.
-        std::fs::write(&file, entry("127.0.0.30:47001")).unwrap();
-        std::fs::File::options()
-            .write(true)
-            .open(&file)
-            .unwrap()
-            .set_modified(modified)
-            .unwrap();
+        rewrite_keeping_time(&file, "127.0.0.30:47001", modified);
         assert_eq!(
             r.resolve("orders", "default").await.unwrap(),
             "127.0.0.20:47001"
