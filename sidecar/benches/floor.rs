@@ -12,7 +12,13 @@
 //! - `threads`: blocking std sockets, one thread per connection, no event loop at all;
 //! - `tokio-ct + mTLS`: the current-thread relays, with the hop between them over mutual TLS
 //!   1.3 (rustls with the *ring* provider, as daprd; certificates from a throw-away CA), so
-//!   the cost of the encryption a sidecar cannot skip shows on its own.
+//!   the cost of the encryption a sidecar cannot skip shows on its own;
+//! - `HTTP/1 + h2 + mTLS`: the protocols of daprd's invocation path and nothing of Dapr's: the
+//!   client and the echo app speak HTTP/1 (the echo app is axum), the caller relay serves
+//!   HTTP/1 with hyper and forwards each request as an HTTP/2 stream (h2) over one mutual-TLS
+//!   connection, the callee relay serves that and forwards each stream to the app over pooled
+//!   HTTP/1 connections (hyper). Bodies are gathered whole, as daprd does. No gRPC framing,
+//!   protobuf, headers, metrics or name resolution: what the libraries cost, used plainly.
 //!
 //! A sidecar cannot use less CPU per request than these relays, nor add less latency: the
 //! numbers are a floor for `invoke`'s targets on the machine that runs them. CPU is split
@@ -34,19 +40,20 @@ use common::{Cpu, OpenLoop, env_or, pct};
 
 const PAYLOAD_BYTES: usize = 1024;
 /// The ways of writing a relay, and how each is named in the table.
-const KINDS: [(&str, &str); 4] = [
+const KINDS: [(&str, &str); 5] = [
     ("tokio-mt", "tokio-mt"),
     ("tokio-ct", "tokio-ct"),
     ("threads", "threads"),
     ("tls", "tokio-ct + mTLS"),
+    ("http", "HTTP/1 + h2 + mTLS"),
 ];
 
 // ---- the relay process ------------------------------------------------------------------
 
 /// `floor relay <kind> <upstream> <certificate dir>`: prints its port, then relays until
-/// killed. The `tls` kind comes as `tls-in` (accepts mutual TLS from the other relay) and
-/// `tls-out` (dials the other relay over mutual TLS), both with the certificates `main` wrote
-/// into the directory.
+/// killed. The `tls` and `http` kinds come as `tls-in`/`http-in` (accepts mutual TLS from the
+/// other relay) and `tls-out`/`http-out` (dials the other relay over mutual TLS), with the
+/// certificates `main` wrote into the directory.
 fn relay_main(kind: &str, upstream: SocketAddr, tls_dir: &std::path::Path) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     println!("{}", listener.local_addr().unwrap().port());
@@ -56,6 +63,22 @@ fn relay_main(kind: &str, upstream: SocketAddr, tls_dir: &std::path::Path) {
             let (down, _) = listener.accept().unwrap();
             std::thread::spawn(move || relay_blocking(down, upstream));
         },
+        "http-in" | "http-out" => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let (acceptor, connector) = tls::configs(tls_dir);
+            runtime.block_on(async move {
+                listener.set_nonblocking(true).unwrap();
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                if kind == "http-out" {
+                    http_relay::caller(listener, upstream, connector).await
+                } else {
+                    http_relay::callee(listener, upstream, acceptor).await
+                }
+            });
+        }
         "tokio-ct" | "tokio-mt" | "tls-in" | "tls-out" => {
             let runtime = if kind != "tokio-mt" {
                 tokio::runtime::Builder::new_current_thread()
@@ -142,6 +165,136 @@ async fn relay_async(
         };
         if down.write_all(&buf[..n]).await.is_err() || down.flush().await.is_err() {
             return;
+        }
+    }
+}
+
+/// The `http` relays (see the module docs).
+mod http_relay {
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::TokioIo;
+
+    /// Serves HTTP/1 on `listener`; each request goes to `upstream` as an HTTP/2 stream over one
+    /// mutual-TLS connection.
+    pub async fn caller(
+        listener: tokio::net::TcpListener,
+        upstream: SocketAddr,
+        tls: tokio_rustls::TlsConnector,
+    ) {
+        let tcp = tokio::net::TcpStream::connect(upstream).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let (send, connection) = h2::client::handshake(tls.connect(name, tcp).await.unwrap())
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        loop {
+            let (down, _) = listener.accept().await.unwrap();
+            down.set_nodelay(true).unwrap();
+            let send = send.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |request| to_h2(send.clone(), request));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(down), service)
+                    .await;
+            });
+        }
+    }
+
+    async fn to_h2(
+        send: h2::client::SendRequest<Bytes>,
+        request: http::Request<hyper::body::Incoming>,
+    ) -> Result<http::Response<Full<Bytes>>, h2::Error> {
+        let body = request.into_body().collect().await.unwrap().to_bytes();
+        let mut send = send.ready().await?;
+        let head = http::Request::post("https://localhost/echo")
+            .body(())
+            .unwrap();
+        let (response, mut stream) = send.send_request(head, false)?;
+        stream.send_data(body, true)?;
+        let answer = gather(response.await?.into_body()).await?;
+        Ok(http::Response::new(Full::new(answer)))
+    }
+
+    /// The whole body of an HTTP/2 stream, its flow-control capacity handed back.
+    async fn gather(mut body: h2::RecvStream) -> Result<Bytes, h2::Error> {
+        let mut all = bytes::BytesMut::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            all.extend_from_slice(&chunk);
+        }
+        Ok(all.freeze())
+    }
+
+    /// Serves HTTP/2 over mutual TLS on `listener`; each stream goes to the app at `upstream`
+    /// over pooled HTTP/1 connections.
+    pub async fn callee(
+        listener: tokio::net::TcpListener,
+        upstream: SocketAddr,
+        tls: tokio_rustls::TlsAcceptor,
+    ) {
+        let pool = Arc::new(Pool {
+            upstream,
+            idle: Mutex::default(),
+        });
+        loop {
+            let (down, _) = listener.accept().await.unwrap();
+            down.set_nodelay(true).unwrap();
+            let (tls, pool) = (tls.clone(), pool.clone());
+            tokio::spawn(async move {
+                let io = tls.accept(down).await.unwrap();
+                let mut connection = h2::server::handshake(io).await.unwrap();
+                while let Some(Ok((request, mut respond))) = connection.accept().await {
+                    let pool = pool.clone();
+                    tokio::spawn(async move {
+                        let body = gather(request.into_body()).await.unwrap();
+                        let answer = pool.send(body).await;
+                        let head = http::Response::new(());
+                        let mut stream = respond.send_response(head, false).unwrap();
+                        stream.send_data(answer, true).unwrap();
+                    });
+                }
+            });
+        }
+    }
+
+    /// Idle HTTP/1 connections to the app.
+    struct Pool {
+        upstream: SocketAddr,
+        idle: Mutex<Vec<hyper::client::conn::http1::SendRequest<Full<Bytes>>>>,
+    }
+
+    impl Pool {
+        /// POSTs `body` to the app on an idle connection (or a new one); the app's answer.
+        async fn send(&self, body: Bytes) -> Bytes {
+            let taken = self.idle.lock().unwrap().pop();
+            let mut sender = match taken {
+                Some(sender) if !sender.is_closed() => sender,
+                _ => {
+                    let tcp = tokio::net::TcpStream::connect(self.upstream).await.unwrap();
+                    tcp.set_nodelay(true).unwrap();
+                    let (sender, connection) =
+                        hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+                            .await
+                            .unwrap();
+                    tokio::spawn(connection);
+                    sender
+                }
+            };
+            let request = http::Request::post("/echo")
+                .header(http::header::HOST, "localhost")
+                .body(Full::new(body))
+                .unwrap();
+            let response = sender.send_request(request).await.unwrap();
+            let answer = response.into_body().collect().await.unwrap().to_bytes();
+            self.idle.lock().unwrap().push(sender);
+            answer
         }
     }
 }
@@ -256,9 +409,76 @@ async fn echo_server() -> SocketAddr {
     addr
 }
 
+/// The echo app of the `http` relays: axum, answering each request with its body.
+async fn http_echo_server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(|body: bytes::Bytes| async move { body });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// What the load generator speaks: length-prefixed frames, or HTTP/1 POSTs of the frame.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    Frames,
+    Http,
+}
+
+/// Sends `frame` over `s` and checks that the answer carries it back.
+async fn exchange(s: &mut tokio::net::TcpStream, wire: Wire, frame: &[u8], buf: &mut Vec<u8>) {
+    if wire == Wire::Frames {
+        s.write_all(frame).await.unwrap();
+        buf.resize(frame.len(), 0);
+        s.read_exact(buf).await.unwrap();
+        assert_eq!(buf, frame, "the reply is what was sent");
+        return;
+    }
+    let head = format!(
+        "POST /echo HTTP/1.1\r\nhost: localhost\r\ncontent-length: {}\r\n\r\n",
+        frame.len()
+    );
+    s.write_all(&[head.as_bytes(), frame].concat())
+        .await
+        .unwrap();
+    buf.clear();
+    let mut chunk = [0u8; 4096];
+    let (head_len, body_len) = loop {
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the server closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buf[..end])
+                .unwrap()
+                .to_ascii_lowercase();
+            assert!(head.starts_with("http/1.1 200"), "{head}");
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .expect("a content-length")
+                .trim()
+                .parse::<usize>()
+                .unwrap();
+            break (end + 4, length);
+        }
+    };
+    while buf.len() < head_len + body_len {
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the server closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(&buf[head_len..], frame, "the reply is what was sent");
+}
+
 /// Sends `rate` frames/s for `seconds` over `connections` connections to `target`, checks
 /// each reply against what was sent, and returns the latencies in µs.
-async fn fixed_rate(target: SocketAddr, rate: u64, seconds: f64, connections: u64) -> Vec<u64> {
+async fn fixed_rate(
+    target: SocketAddr,
+    wire: Wire,
+    rate: u64,
+    seconds: f64,
+    connections: u64,
+) -> Vec<u64> {
     let per_conn = ((rate as f64 * seconds) / connections as f64) as u64;
     let start = Instant::now() + Duration::from_millis(100);
     let mut tasks = Vec::new();
@@ -269,16 +489,14 @@ async fn fixed_rate(target: SocketAddr, rate: u64, seconds: f64, connections: u6
             s.set_nodelay(true).unwrap();
             let mut frame = vec![0u8; 4 + PAYLOAD_BYTES];
             frame[..4].copy_from_slice(&(PAYLOAD_BYTES as u32).to_be_bytes());
-            let mut reply = vec![0u8; 4 + PAYLOAD_BYTES];
+            let mut reply = Vec::new();
             let mut latencies = Vec::with_capacity(per_conn as usize);
             let mut previous_done = Instant::now();
             for i in 0..per_conn {
                 let since = schedule.due(i, previous_done).await;
                 frame[4] = (i % 251) as u8;
                 frame[5] = c as u8;
-                s.write_all(&frame).await.unwrap();
-                s.read_exact(&mut reply).await.unwrap();
-                assert_eq!(reply, frame, "the reply is what was sent");
+                exchange(&mut s, wire, &frame, &mut reply).await;
                 previous_done = Instant::now();
                 latencies.push((previous_done - since).as_micros() as u64);
             }
@@ -320,7 +538,7 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async move {
-        let echo = echo_server().await;
+        let (echo, http_echo) = (echo_server().await, http_echo_server().await);
         println!(
             "floor: {rate} req/s of {PAYLOAD_BYTES} B over {connections} connections, {seconds} s per path; load average {}",
             std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
@@ -330,17 +548,23 @@ fn main() {
         for (kind, name) in KINDS {
             let (callee_kind, caller_kind) = match kind {
                 "tls" => ("tls-in", "tls-out"),
+                "http" => ("http-in", "http-out"),
                 other => (other, other),
+            };
+            let (echo, wire) = if kind == "http" {
+                (http_echo, Wire::Http)
+            } else {
+                (echo, Wire::Frames)
             };
             let (callee, callee_addr) = spawn_relay(callee_kind, echo, tls_dir.path());
             let (caller, caller_addr) = spawn_relay(caller_kind, callee_addr, tls_dir.path());
             // Warm up both paths (connections, the relays' runtimes).
-            fixed_rate(echo, rate, seconds.min(1.0), connections).await;
-            fixed_rate(caller_addr, rate, seconds.min(1.0), connections).await;
-            let direct = fixed_rate(echo, rate, seconds, connections).await;
+            fixed_rate(echo, wire, rate, seconds.min(1.0), connections).await;
+            fixed_rate(caller_addr, wire, rate, seconds.min(1.0), connections).await;
+            let direct = fixed_rate(echo, wire, rate, seconds, connections).await;
             let before = (Cpu::of(caller.0.id()), Cpu::of(callee.0.id()));
             let started = Instant::now();
-            let relayed = fixed_rate(caller_addr, rate, seconds, connections).await;
+            let relayed = fixed_rate(caller_addr, wire, rate, seconds, connections).await;
             let elapsed = started.elapsed().as_secs_f64();
             let cpu = |before: Cpu, pid: u32| Cpu::of(pid).since(before).describe(elapsed);
             let (d, r) = (&direct, &relayed);
