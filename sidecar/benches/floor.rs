@@ -11,8 +11,8 @@
 //! - `tokio-ct`: a Tokio current-thread runtime;
 //! - `threads`: blocking std sockets, one thread per connection, no event loop at all;
 //! - `tokio-ct + mTLS`: the current-thread relays, with the hop between them over mutual TLS
-//!   1.3 (rustls with the *ring* provider, as daprd; certificates from a throw-away CA), so
-//!   the cost of the encryption a sidecar cannot skip shows on its own;
+//!   1.3 set up as daprd sets it up (`daprs_api::tls`, a certificate from sentry's CA code),
+//!   so the cost of the encryption a sidecar cannot skip shows on its own;
 //! - `HTTP/1 + h2 + mTLS`: the protocols of daprd's invocation path and nothing of Dapr's: the
 //!   client and the echo app speak HTTP/1 (the echo app is axum), the caller relay serves
 //!   HTTP/1 with hyper and forwards each request as an HTTP/2 stream (h2) over one mutual-TLS
@@ -299,65 +299,64 @@ mod http_relay {
     }
 }
 
-/// The `tls` relays' mutual TLS 1.3, as daprd sets it up: rustls over *ring*, client
-/// certificates required and checked against the CA.
+/// The relays' mutual TLS, built as daprd builds it: a certificate from sentry's CA code with
+/// a SPIFFE id, daprd's key type, and `daprs_api::tls`'s configurations (the callee's SPIFFE
+/// id checked by the caller, the caller's chain checked by the callee).
 mod tls {
-    use std::sync::Arc;
+    use std::path::Path;
+    use std::time::Duration;
 
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use daprs_api::spiffe::SpiffeId;
+    use daprs_api::tls::{
+        PeerMatcher, SpiffeClientVerifier, SpiffeServerVerifier, Svid, SvidResolver, TrustAnchors,
+    };
+    use daprs_sentry::ca;
 
-    /// Writes a throw-away CA and one certificate (`localhost`, for client and server use)
-    /// signed by it into `dir`, for the relays to read.
-    pub fn make(dir: &std::path::Path) {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca_cert = ca.self_signed(&ca_key).unwrap();
-        let issuer = rcgen::Issuer::new(ca, ca_key);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-        leaf.extended_key_usages = vec![
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let cert = leaf.signed_by(&key, &issuer).unwrap();
-        std::fs::write(dir.join("ca"), ca_cert.der()).unwrap();
-        std::fs::write(dir.join("cert"), cert.der()).unwrap();
-        std::fs::write(dir.join("key"), key.serialize_der()).unwrap();
+    /// The id both relays hold.
+    fn id() -> SpiffeId {
+        SpiffeId::new("public", "default", "floor").unwrap()
+    }
+
+    /// Writes the trust anchors of a new CA, and a certificate and key it issued, into `dir`.
+    pub fn make(dir: &Path) {
+        let now = time::OffsetDateTime::now_utc();
+        let (day, skew) = (Duration::from_secs(86_400), Duration::from_secs(60));
+        let options = ca::GenerateOptions {
+            trust_domain: "public",
+            namespace: "dapr-system",
+            algorithm: ca::KeyAlgorithm::Ed25519,
+            ttl: day,
+            skew,
+        };
+        let bundle = ca::generate(&options, now).unwrap();
+        let authority = ca::Authority::load(&bundle, now).unwrap();
+        let (key, _csr) = daprs_api::sentry_client::new_key_and_csr().unwrap();
+        let request = ca::IssueRequest {
+            id: &id(),
+            public_key: &key,
+            dns_names: &[],
+            ttl: day,
+            skew,
+        };
+        let issued = authority.issue(&request, now).unwrap();
+        std::fs::write(dir.join("anchors.pem"), &bundle.trust_anchors).unwrap();
+        std::fs::write(dir.join("chain.pem"), &issued.chain_pem).unwrap();
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
     }
 
     /// The acceptor and connector built from what [`make`] wrote into `dir`.
-    pub fn configs(
-        dir: &std::path::Path,
-    ) -> (tokio_rustls::TlsAcceptor, tokio_rustls::TlsConnector) {
+    pub fn configs(dir: &Path) -> (tokio_rustls::TlsAcceptor, tokio_rustls::TlsConnector) {
         let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
-        let chain = vec![CertificateDer::from(read("cert"))];
-        let key = || PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(read("key")));
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(CertificateDer::from(read("ca"))).unwrap();
-        let roots = Arc::new(roots);
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            roots.clone(),
-            provider.clone(),
-        )
-        .build()
-        .unwrap();
-        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain.clone(), key())
-            .unwrap();
-        let client = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key())
-            .unwrap();
+        let anchors = TrustAnchors::from_pem(&read("anchors.pem")).unwrap();
+        let svid =
+            SvidResolver::with(Svid::from_pem(&read("chain.pem"), &read("key.pem")).unwrap());
+        let clients = SpiffeClientVerifier::new(anchors.clone(), PeerMatcher::Any);
+        let server = daprs_api::tls::server_config(svid.clone(), Some(clients)).unwrap();
+        let peer = SpiffeServerVerifier::new(anchors, PeerMatcher::Path(id()));
+        let client = daprs_api::tls::client_config(peer, Some(svid)).unwrap();
         (
-            tokio_rustls::TlsAcceptor::from(Arc::new(server)),
-            tokio_rustls::TlsConnector::from(Arc::new(client)),
+            tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server)),
+            tokio_rustls::TlsConnector::from(std::sync::Arc::new(client)),
         )
     }
 }
