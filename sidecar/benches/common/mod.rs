@@ -45,19 +45,23 @@ impl Cpu {
 
     /// The whole, in mCPU over `seconds`.
     pub fn mcpu(self, seconds: f64) -> f64 {
-        (self.user + self.system) as f64 * 10.0 / seconds // 1 tick = 10 ms
+        mcpu(self.user + self.system, seconds)
     }
 
     /// `"84 mCPU (user 30, system 54)"` over `seconds`.
     pub fn describe(self, seconds: f64) -> String {
-        let m = |t: u64| t as f64 * 10.0 / seconds;
         format!(
             "{:.0} mCPU (user {:.0}, system {:.0})",
             self.mcpu(seconds),
-            m(self.user),
-            m(self.system)
+            mcpu(self.user, seconds),
+            mcpu(self.system, seconds)
         )
     }
+}
+
+/// `ticks` of CPU time over `seconds`, in mCPU (1 tick = 10 ms).
+fn mcpu(ticks: u64, seconds: f64) -> f64 {
+    ticks as f64 * 10.0 / seconds
 }
 
 /// The open-loop schedule of one load connection: its requests evenly spaced, the

@@ -72,24 +72,27 @@ impl std::fmt::Debug for RegistryCache {
 #[derive(Debug, Clone)]
 struct Cached {
     address: String,
-    /// The file's metadata when read (checked only where the directory is not watched).
-    version: FileVersion,
-    /// The watch's generation when read: a later change in the directory makes it stale.
-    generation: u64,
+    /// What the entry was read under.
+    valid: Validity,
     read: Instant,
 }
 
-/// What tells a rewritten registry file from the one read before.
+/// What shows a remembered entry still matches its file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct FileVersion {
-    modified: Option<SystemTime>,
-    len: u64,
+enum Validity {
+    /// The watch's count of changes in the directory (where the directory is watched).
+    Generation(u64),
+    /// The file's length and modification time (where it is not).
+    File {
+        modified: Option<SystemTime>,
+        len: u64,
+    },
 }
 
-impl FileVersion {
-    fn of(file: &Path) -> std::io::Result<Self> {
+impl Validity {
+    fn of_file(file: &Path) -> std::io::Result<Self> {
         let m = std::fs::metadata(file)?;
-        Ok(FileVersion {
+        Ok(Validity::File {
             modified: m.modified().ok(),
             len: m.len(),
         })
@@ -121,6 +124,10 @@ impl Watch {
             generation,
         })
     }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
 }
 
 impl RegistryCache {
@@ -151,40 +158,16 @@ impl RegistryCache {
             .as_ref()
     }
 
-    /// The current generation, or `None` while the directory is not (yet) watched.
-    fn generation(&self) -> Option<u64> {
-        self.0
-            .watch
-            .get()?
-            .as_ref()
-            .map(|w| w.generation.load(Ordering::SeqCst))
-    }
-
-    /// A remembered address still good: read within the cache time and, where watched, with no
-    /// change in the directory since; elsewhere with the file's `version` unchanged.
-    fn get(
-        &self,
-        app_id: &str,
-        namespace: &str,
-        generation: Option<u64>,
-        version: Option<&FileVersion>,
-    ) -> Option<String> {
+    /// A remembered address read within the cache time under what is `current` now.
+    fn get(&self, app_id: &str, namespace: &str, current: &Validity) -> Option<String> {
         let map = self.0.entries.lock().unwrap_or_else(|e| e.into_inner());
         map.get(namespace)?
             .get(app_id)
-            .filter(|c| {
-                c.read.elapsed() < self.0.ttl
-                    && match (generation, version) {
-                        (Some(g), _) => c.generation == g,
-                        (None, Some(v)) => c.version == *v,
-                        (None, None) => false,
-                    }
-            })
+            .filter(|c| c.read.elapsed() < self.0.ttl && c.valid == *current)
             .map(|c| c.address.clone())
     }
 
-    fn put(&self, app_id: &str, namespace: &str, address: &str, cached: (FileVersion, u64)) {
-        let (version, generation) = cached;
+    fn put(&self, app_id: &str, namespace: &str, address: &str, valid: Validity) {
         self.0
             .entries
             .lock()
@@ -195,8 +178,7 @@ impl RegistryCache {
                 app_id.to_owned(),
                 Cached {
                     address: address.to_owned(),
-                    version,
-                    generation,
+                    valid,
                     read: Instant::now(),
                 },
             );
@@ -343,27 +325,22 @@ impl Resolver {
                 "{app_id}-dapr.{namespace}.svc.{cluster_domain}:{port}"
             )),
             Resolver::Registry { dir, cache } => {
-                let generation = cache.generation();
-                if generation.is_some()
-                    && let Some(address) = cache.get(app_id, namespace, generation, None)
-                {
-                    return Ok(address);
-                }
-                let file = entry_path(dir, app_id, namespace);
                 let not_registered = || ResolveError::NotRegistered {
                     app_id: app_id.to_owned(),
                     namespace: namespace.to_owned(),
                     dir: dir.display().to_string(),
                 };
-                // The generation before the file is read: a change while reading it leaves
-                // what is remembered stale at once.
-                let generation = cache
-                    .watch(dir)
-                    .map(|w| w.generation.load(Ordering::SeqCst));
-                let version = FileVersion::of(&file).map_err(|_| not_registered())?;
-                if let Some(address) = cache.get(app_id, namespace, generation, Some(&version)) {
+                // Taken before the file is read: a change while reading it leaves what is
+                // remembered stale at once.
+                let current = match cache.watch(dir) {
+                    Some(watch) => Validity::Generation(watch.generation()),
+                    None => Validity::of_file(&entry_path(dir, app_id, namespace))
+                        .map_err(|_| not_registered())?,
+                };
+                if let Some(address) = cache.get(app_id, namespace, &current) {
                     return Ok(address);
                 }
+                let file = entry_path(dir, app_id, namespace);
                 cache.0.reads.fetch_add(1, Ordering::Relaxed);
                 let text = std::fs::read(&file).map_err(|_| not_registered())?;
                 let entry: Entry =
@@ -374,13 +351,7 @@ impl Resolver {
                 if !process_alive(entry.pid) {
                     return Err(not_registered());
                 }
-                // Unwatched, the generation stays 0 and only the version counts.
-                cache.put(
-                    app_id,
-                    namespace,
-                    &entry.address,
-                    (version, generation.unwrap_or(0)),
-                );
+                cache.put(app_id, namespace, &entry.address, current);
                 Ok(entry.address)
             }
         }
@@ -512,6 +483,13 @@ mod tests {
         r.register("orders", "default", "127.0.0.1:47001").unwrap();
         unregister(&file);
         assert!(!file.exists());
+    }
+
+    impl RegistryCache {
+        /// The watch's count of changes, or `None` while the directory is not (yet) watched.
+        fn generation(&self) -> Option<u64> {
+            self.0.watch.get()?.as_ref().map(Watch::generation)
+        }
     }
 
     /// An entry of this process at `address`, as `register` writes it.
